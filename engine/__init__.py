@@ -1,0 +1,1 @@
+"""segwal.engine: the StorageEngine facade (under construction)."""

@@ -1,0 +1,4 @@
+"""Offset index layer: log index -> location, O(1), mmap-backed for sealed segments.
+
+``segwal.index`` never imports ``segwal.engine``.
+"""

@@ -1,0 +1,281 @@
+"""The file-system seam: every file operation segwal performs goes through here.
+
+Strategy: the engine, the WAL and the index never call ``os``, ``open`` or
+``mmap`` themselves.  They receive a :class:`FileSystem` (default
+:class:`OsFileSystem`) and use the :class:`File` handles it opens.  A test can
+then hand in a recording or fault-injecting implementation (``segwal.testing``)
+and see, or break, every write, sync, rename and unlink.
+
+Durability rules the callers rely on (POSIX, not one file system's leniency):
+
+* data written with :meth:`File.pwrite` is durable after :meth:`File.fdatasync`
+  (or :meth:`File.fsync`) on that file returns;
+* a create, rename or unlink is durable after :meth:`FileSystem.fsync_dir` of
+  the directory holding the name returns.
+
+Every method raises :class:`OSError` (or a subclass) on failure; mapping that to
+segwal's error tree is the caller's job, since only the caller knows whether a
+failure poisons the engine.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+__all__ = ["File", "FileSystem", "OsFile", "OsFileSystem", "Lock", "Buffer"]
+
+Buffer = bytes | bytearray | memoryview
+
+
+@runtime_checkable
+class File(Protocol):
+    """An open file.  Not safe for concurrent writers; reads may run concurrently."""
+
+    path: str
+
+    def pread(self, size: int, offset: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset`` (fewer only at end of file). O(size)."""
+        ...
+
+    def pwrite(self, data: Buffer, offset: int) -> None:
+        """Write all of ``data`` at ``offset``, or raise.  Not durable until a sync. O(len)."""
+        ...
+
+    def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
+        """Write the buffers back to back at ``offset``, all or raise.  Not durable until a sync."""
+        ...
+
+    def truncate(self, size: int) -> None:
+        """Set the file's size.  Not durable until a sync."""
+        ...
+
+    def fdatasync(self) -> None:
+        """Make this file's data (and the size needed to read it) durable."""
+        ...
+
+    def fsync(self) -> None:
+        """Make this file's data and all its metadata durable."""
+        ...
+
+    def size(self) -> int:
+        """Current size in bytes (including writes not yet synced). O(1)."""
+        ...
+
+    def map(self) -> mmap.mmap | None:
+        """A read-only shared map of the file's current size, or None when the file is empty.
+
+        The map sees later writes within its length (same page cache).  The caller
+        closes it.  Reads through it never write, so it needs no flush.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the handle.  Does not sync."""
+        ...
+
+
+class Lock(Protocol):
+    """An exclusive lock on a directory; released by :meth:`release`."""
+
+    def release(self) -> None:
+        """Release the lock (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class FileSystem(Protocol):
+    """The operations segwal performs on directories and names."""
+
+    def open(self, path: str, *, create: bool = False, readonly: bool = False) -> File:
+        """Open ``path`` (creating an empty file if ``create``).  The creation is not
+        durable until :meth:`fsync_dir` of the parent."""
+        ...
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in directory ``path`` (unsorted)."""
+        ...
+
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` exists."""
+        ...
+
+    def isdir(self, path: str) -> bool:
+        """Whether ``path`` is a directory."""
+        ...
+
+    def mkdir(self, path: str) -> None:
+        """Create directory ``path`` (parent must exist).  Durable after fsync_dir(parent)."""
+        ...
+
+    def rename(self, src: str, dst: str) -> None:
+        """Atomically replace ``dst`` by ``src``.  Durable after fsync_dir of the directory."""
+        ...
+
+    def unlink(self, path: str) -> None:
+        """Remove the name ``path``.  Durable after fsync_dir of the directory."""
+        ...
+
+    def rmdir(self, path: str) -> None:
+        """Remove the empty directory ``path``."""
+        ...
+
+    def fsync_dir(self, path: str) -> None:
+        """Make creates, renames and unlinks inside directory ``path`` durable."""
+        ...
+
+    def lock(self, path: str) -> Lock:
+        """Take an exclusive, non-blocking lock on file ``path`` (created if missing).
+
+        Raises:
+            BlockingIOError: the lock is held elsewhere.
+        """
+        ...
+
+
+class OsFile:
+    """A :class:`File` backed by an OS file descriptor."""
+
+    __slots__ = ("path", "fd")
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    def pread(self, size: int, offset: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset``."""
+        chunks: list[bytes] = []
+        while size > 0:
+            chunk = os.pread(self.fd, size, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+            offset += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def pwrite(self, data: Buffer, offset: int) -> None:
+        """Write all of ``data`` at ``offset``; a write that makes no progress raises ENOSPC."""
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            if n <= 0:
+                raise OSError(errno.ENOSPC, "short write made no progress", self.path)
+            view = view[n:]
+            offset += n
+
+    def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
+        """Write the buffers back to back at ``offset``."""
+        total = sum(len(b) for b in buffers)
+        if len(buffers) <= 512:
+            n = os.pwritev(self.fd, buffers, offset)
+            if n == total:
+                return
+        else:
+            n = 0
+        # Rare: a short vectored write, or more buffers than IOV_MAX.  Finish plainly.
+        joined = b"".join(buffers)
+        self.pwrite(memoryview(joined)[n:], offset + n)
+
+    def truncate(self, size: int) -> None:
+        """Set the file size."""
+        os.ftruncate(self.fd, size)
+
+    def fdatasync(self) -> None:
+        """os.fdatasync."""
+        os.fdatasync(self.fd)
+
+    def fsync(self) -> None:
+        """os.fsync."""
+        os.fsync(self.fd)
+
+    def size(self) -> int:
+        """Current size."""
+        return os.fstat(self.fd).st_size
+
+    def map(self) -> mmap.mmap | None:
+        """A read-only shared map of the current size, or None for an empty file."""
+        n = self.size()
+        if n == 0:
+            return None
+        return mmap.mmap(self.fd, n, mmap.MAP_SHARED, mmap.PROT_READ)
+
+    def close(self) -> None:
+        """Close the descriptor (idempotent)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _OsLock:
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
+
+
+class OsFileSystem:
+    """The real operating system: a thin wrapper over :mod:`os`."""
+
+    def open(self, path: str, *, create: bool = False, readonly: bool = False) -> OsFile:
+        """Open ``path`` read-write (or read-only), creating it if ``create``."""
+        flags = os.O_RDONLY if readonly else os.O_RDWR
+        if create:
+            flags |= os.O_CREAT
+        return OsFile(path, os.open(path, flags | os.O_CLOEXEC, 0o644))
+
+    def listdir(self, path: str) -> list[str]:
+        """os.listdir."""
+        return os.listdir(path)
+
+    def exists(self, path: str) -> bool:
+        """os.path.exists."""
+        return os.path.exists(path)
+
+    def isdir(self, path: str) -> bool:
+        """os.path.isdir."""
+        return os.path.isdir(path)
+
+    def mkdir(self, path: str) -> None:
+        """os.mkdir."""
+        os.mkdir(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        """os.replace."""
+        os.replace(src, dst)
+
+    def unlink(self, path: str) -> None:
+        """os.unlink."""
+        os.unlink(path)
+
+    def rmdir(self, path: str) -> None:
+        """os.rmdir."""
+        os.rmdir(path)
+
+    def fsync_dir(self, path: str) -> None:
+        """Open the directory and fsync it."""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def lock(self, path: str) -> _OsLock:
+        """flock(LOCK_EX | LOCK_NB) on ``path``."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise
+        return _OsLock(fd)

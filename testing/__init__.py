@@ -1,0 +1,1 @@
+"""segwal.testing: crash simulation and fault injection for segwal and its users (under construction)."""

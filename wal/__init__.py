@@ -1,0 +1,8 @@
+"""The write-ahead log layer: frame format (pure functions over bytes) and segment files.
+
+``segwal.wal`` never imports ``segwal.engine``.
+"""
+
+from segwal.wal.types import Entry, LogId
+
+__all__ = ["Entry", "LogId"]
