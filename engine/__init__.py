@@ -1,1 +1,37 @@
-"""segwal.engine: the StorageEngine facade (under construction)."""
+"""segwal.engine: the StorageEngine facade (``WalEngine``) and its value types.
+
+``from segwal.engine import WalEngine, Entry, LogId, HardState, VotedFor``
+"""
+
+from segwal.engine.engine import DEFAULT_SEGMENT_SIZE, WalEngine
+from segwal.engine.types import HardState, VotedFor
+from segwal.errors import (
+    CorruptionError,
+    EngineClosedError,
+    EnginePoisonedError,
+    FormatVersionError,
+    LockedError,
+    OutOfSpaceError,
+    SegwalError,
+    StorageIOError,
+    SyncError,
+)
+from segwal.wal.types import Entry, LogId
+
+__all__ = [
+    "WalEngine",
+    "DEFAULT_SEGMENT_SIZE",
+    "Entry",
+    "LogId",
+    "HardState",
+    "VotedFor",
+    "SegwalError",
+    "CorruptionError",
+    "FormatVersionError",
+    "StorageIOError",
+    "SyncError",
+    "OutOfSpaceError",
+    "EnginePoisonedError",
+    "EngineClosedError",
+    "LockedError",
+]

@@ -1,0 +1,515 @@
+"""``WalEngine``: the StorageEngine facade over the segmented log, the hard-state
+file and the key/value store.
+
+It validates every argument before touching anything (a bad call raises and
+changes nothing), serialises writers with one lock, and leaves crash safety to
+the layers below (see :mod:`segwal.engine.log`).  Directory layout::
+
+    <path>/LOCK            flock'ed while open
+    <path>/MANIFEST        segments, purge boundary, KV generation (atomic replace)
+    <path>/HARDSTATE       term, vote, commit index (atomic replace)
+    <path>/<seq>.wal       log segments;  <path>/<seq>.idx  their offset indexes
+    <path>/kv/             key/value files (see docs/format-kv.md)
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import threading
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Final, Literal
+
+import numpy as np
+
+from segwal.engine import hardstate as _hs
+from segwal.engine.atomic import read_file, replace_file
+from segwal.engine.log import SegmentedLog
+from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest, encode_manifest
+from segwal.engine.types import HardState
+from segwal.errors import (
+    CorruptionError,
+    EngineClosedError,
+    EnginePoisonedError,
+    LockedError,
+    SegwalError,
+    StorageIOError,
+    SyncError,
+)
+from segwal.fs import FileSystem, Lock, OsFileSystem
+from segwal.wal.format import MAX_SEGMENT_BYTES
+from segwal.wal.types import Entry, LogId
+
+__all__ = ["WalEngine", "DEFAULT_SEGMENT_SIZE"]
+
+log = logging.getLogger("segwal")
+
+DEFAULT_SEGMENT_SIZE: Final = 64 << 20
+MIN_SEGMENT_SIZE: Final = 256
+_MAX_PAYLOAD: Final = (1 << 32) - 1 - 4096
+_LOCK_NAME: Final = "LOCK"
+_KV_DIR: Final = "kv"
+
+
+def _make_dirs(fs: FileSystem, path: str) -> None:
+    """Create ``path`` and missing parents one level at a time, fsyncing each parent."""
+    missing: list[str] = []
+    p = path
+    while not fs.exists(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    if not fs.isdir(p):
+        raise NotADirectoryError(errno.ENOTDIR, "engine path is not a directory", p)
+    for d in reversed(missing):
+        fs.mkdir(d)
+        fs.fsync_dir(os.path.dirname(d))
+
+
+class WalEngine:
+    """A durable Raft log, hard state and key/value store in one directory.
+
+    Args:
+        path: the engine directory (created, with missing parents, if needed).
+        segment_size: roll over to a new segment before a batch would push the
+            current one past this many bytes (a larger batch gets a segment of
+            its own).  256 bytes to 4 GiB.
+        sync: ``"always"``: every mutating call is on stable storage when it
+            returns.  ``"flush"``: writes reach the OS when the call returns
+            (they survive a killed process) and :meth:`flush` makes them
+            durable.  ``save_hard_state`` is durable on return in both modes.
+        fs: the file system to use (default: the real one); ``segwal.testing``
+            passes recording or fault-injecting ones.
+        readonly: open without writing anything (no repair, no lock upgrade);
+            mutating calls raise.
+
+    Raises:
+        LockedError: another open engine (this or another process) holds the directory.
+        CorruptionError: the directory holds damaged or inconsistent data.
+        StorageIOError: an I/O error while opening.
+
+    Thread safety: one writer at a time (writers are serialised by a lock);
+    readers may run concurrently with the writer and with each other.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        sync: Literal["always", "flush"] = "always",
+        fs: FileSystem | None = None,
+        readonly: bool = False,
+    ) -> None:
+        if type(segment_size) is not int or not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_BYTES:
+            raise ValueError(
+                f"segment_size must be an int from {MIN_SEGMENT_SIZE} to {MAX_SEGMENT_BYTES}, got {segment_size!r}"
+            )
+        if sync not in ("always", "flush"):
+            raise ValueError(f"sync must be 'always' or 'flush', got {sync!r}")
+        self._fs: FileSystem = fs if fs is not None else OsFileSystem()
+        self._path = os.path.abspath(os.fspath(path))
+        self._sync = sync
+        self._segment_size = segment_size
+        self._readonly = readonly
+        self._wlock = threading.Lock()
+        self._closed = True
+        self._lock: Lock | None = None
+        self._kv = None
+        fsys = self._fs
+        try:
+            if not readonly:
+                _make_dirs(fsys, self._path)
+            elif not fsys.isdir(self._path):
+                raise FileNotFoundError(errno.ENOENT, "engine directory does not exist", self._path)
+            try:
+                self._lock = fsys.lock(os.path.join(self._path, _LOCK_NAME))
+            except BlockingIOError:
+                raise LockedError(
+                    errno.EWOULDBLOCK, "engine directory is already open (locked by another engine)", self._path
+                ) from None
+        except SegwalError:
+            raise
+        except OSError as e:
+            raise StorageIOError(e.errno or errno.EIO, f"opening engine directory failed: {e.strerror or e}", self._path) from e
+        try:
+            self._open()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+            raise
+        self._closed = False
+
+    def _open(self) -> None:
+        fsys = self._fs
+        mpath = os.path.join(self._path, MANIFEST_NAME)
+        data = read_file(fsys, mpath)
+        if data is None:
+            leftovers = [n for n in fsys.listdir(self._path) if n.endswith(".wal") or n == _hs.HARDSTATE_NAME]
+            if leftovers:
+                raise CorruptionError(f"manifest is missing but the directory holds {sorted(leftovers)[:3]}", path=mpath)
+            if self._readonly:
+                raise CorruptionError("not a segwal directory (no manifest)", path=mpath)
+            manifest = Manifest(random.getrandbits(64) or 1, 1, 1, 1, None, 0, ())
+            replace_file(fsys, self._path, MANIFEST_NAME, encode_manifest(manifest))
+        else:
+            manifest = decode_manifest(data, mpath)
+        self._log = SegmentedLog(
+            fsys,
+            self._path,
+            manifest,
+            segment_size=self._segment_size,
+            sync_always=self._sync == "always",
+            readonly=self._readonly,
+            prealloc=min(1 << 20, self._segment_size),
+        )
+        self.notes = self._log.recover()
+        self._hard = _hs.load_hard_state(fsys, self._path)
+        self._check_commit_index()
+        kvdir = os.path.join(self._path, _KV_DIR)
+        if not fsys.exists(kvdir) and not self._readonly:
+            fsys.mkdir(kvdir)
+            fsys.fsync_dir(self._path)
+        self._kv = self._open_kv(manifest.kv_generation)
+
+    def _open_kv(self, generation: int):  # type: ignore[no-untyped-def]
+        from segwal.engine.kv import KVStore
+
+        return KVStore.open(
+            self._fs,
+            os.path.join(self._path, _KV_DIR),
+            engine_id=self._log.manifest.engine_id,
+            generation=generation,
+            sync=self._sync == "always",
+            file_size=self._segment_size,
+            readonly=self._readonly,
+        )
+
+    def _check_commit_index(self) -> None:
+        hs = self._hard
+        lg = self._log
+        if hs is None or (lg.manifest.purge is None and lg.first_index() > lg.last_index()):
+            return  # nothing saved, or a log emptied by reset(): no claim to check
+        if hs.commit_index > lg.last_index():
+            raise CorruptionError(
+                f"hard state commit index {hs.commit_index} is beyond the last log index {lg.last_index()}: "
+                "committed entries are missing",
+                path=os.path.join(self._path, _hs.HARDSTATE_NAME),
+                offset=32,
+                index=lg.last_index() + 1,
+            )
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _live(self) -> SegmentedLog:
+        if self._closed:
+            raise EngineClosedError("the engine is closed")
+        return self._log
+
+    def _writable(self) -> SegmentedLog:
+        lg = self._live()
+        if self._readonly:
+            raise PermissionError(errno.EROFS, "engine was opened readonly", self._path)
+        if lg.poisoned is not None:
+            raise EnginePoisonedError(
+                f"a previous sync failed ({lg.poisoned}); reopen the engine to recover what is durable"
+            )
+        return lg
+
+    def close(self) -> None:
+        """Flush, record a clean end, release files and the directory lock.  Idempotent.
+
+        Durability: everything written before is durable when it returns.
+        """
+        if self._closed:
+            return
+        with self._wlock:
+            self._closed = True
+            try:
+                clean = not self._readonly and self._log.poisoned is None
+                self._log.close(clean)
+                if self._kv is not None:
+                    self._kv.close()
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
+                    self._lock = None
+
+    def __enter__(self) -> WalEngine:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def is_write_durable(self) -> bool:
+        """Whether each mutating call is durable on return (``sync="always"``)."""
+        return self._sync == "always"
+
+    @property
+    def path(self) -> str:
+        """The engine directory."""
+        return self._path
+
+    # ------------------------------------------------------------------ log
+
+    def persist_entries(self, entries: Iterable[Entry]) -> None:
+        """Append a batch, atomically; entries from its first index on are replaced.
+
+        Indexes must be contiguous and ascending, the first in
+        ``[first_index(), last_index()+1]`` (any index >= 1 on an empty log with no
+        purge boundary), terms non-decreasing along the log.
+
+        Durability: on stable storage when it returns with ``sync="always"``;
+        reaches the OS with ``"flush"``.  A crash leaves all of the batch or none.
+        Complexity: O(n + bytes), one write and one fdatasync.
+
+        Raises:
+            ValueError: a contract violation, naming the offending index; nothing changed.
+            TypeError: an element is not an ``Entry`` or a payload not ``bytes``.
+        """
+        batch = entries if type(entries) is list else list(entries)
+        n = len(batch)
+        if n == 0:
+            return
+        if set(map(type, batch)) != {Entry}:
+            i = next(i for i, e in enumerate(batch) if type(e) is not Entry)
+            raise TypeError(f"entries[{i}] is {type(batch[i]).__name__}, expected segwal Entry")
+        idxs, terms, payloads = zip(*batch)
+        first = idxs[0]
+        if not set(map(type, idxs)) <= {int}:
+            i = next(i for i, x in enumerate(idxs) if type(x) is not int)
+            raise TypeError(f"entries[{i}].index must be an int, got {idxs[i]!r}")
+        if not set(map(type, terms)) <= {int}:
+            i = next(i for i, x in enumerate(terms) if type(x) is not int)
+            raise TypeError(f"entry {idxs[i]}: term must be an int, got {terms[i]!r}")
+        if not set(map(type, payloads)) <= {bytes}:
+            i = next(i for i, x in enumerate(payloads) if type(x) is not bytes)
+            raise TypeError(f"entry {idxs[i]}: payload must be bytes, got {type(payloads[i]).__name__}")
+        if first < 1:
+            raise ValueError(f"entry {first}: log indexes start at 1")
+        if idxs != tuple(range(first, first + n)):
+            i = next(i for i in range(n) if idxs[i] != first + i)
+            raise ValueError(
+                f"entry {idxs[i]}: indexes must be contiguous and ascending (expected {first + i} at position {i})"
+            )
+        try:
+            t = np.array(terms, dtype=np.uint64)
+        except OverflowError:
+            i = next(i for i, x in enumerate(terms) if not 0 <= x < 1 << 64)
+            raise ValueError(f"entry {idxs[i]}: term {terms[i]} is not in 0..2**64-1") from None
+        if n > 1:
+            dec = np.flatnonzero(t[1:] < t[:-1])
+            if len(dec):
+                i = int(dec[0]) + 1
+                raise ValueError(f"entry {idxs[i]}: term {terms[i]} is lower than the term {terms[i - 1]} before it")
+        sizes = list(map(len, payloads))
+        total = sum(sizes)
+        if max(sizes) > _MAX_PAYLOAD:
+            i = max(range(n), key=sizes.__getitem__)
+            raise ValueError(f"entry {idxs[i]}: payload of {sizes[i]} bytes is too large")
+        with self._wlock:
+            lg = self._writable()
+            lo, last = lg.first_index(), lg.last_index()
+            empty = lo > last
+            if not (empty and lg.manifest.purge is None):
+                if not lo <= first <= last + 1:
+                    raise ValueError(
+                        f"entry {first}: the first index of a batch must lie in [{lo}, {last + 1}] "
+                        f"(first_index() .. last_index()+1)"
+                    )
+            prev = lg.term_of(first - 1) if first > 1 else None
+            if prev is not None and terms[0] < prev:
+                raise ValueError(f"entry {first}: term {terms[0]} is lower than the term {prev} of entry {first - 1}")
+            lg.append(first, t, list(payloads), total)
+
+    def entry(self, index: int) -> Entry | None:
+        """The entry at ``index``, or ``None`` when it is not in the log (0, purged,
+        truncated, past the end).  Checksum verified.
+
+        Complexity: O(1) in the log size (a bisect over segment starts and one
+        array lookup), plus O(len(payload)) to verify it.
+        """
+        if type(index) is not int:
+            raise TypeError(f"index must be an int, got {index!r}")
+        return self._live().entry(index)
+
+    def get_entries_range(self, start: int, end: int) -> list[Entry]:
+        """Entries ``start..end`` inclusive that exist, ascending (purged and
+        past-the-end indexes skipped); ``[]`` when ``start > end``.  Checksums verified.
+
+        Complexity: O(number of entries + their bytes).
+        """
+        if type(start) is not int or type(end) is not int:
+            raise TypeError(f"start and end must be ints, got {start!r}, {end!r}")
+        return self._live().entries(start, end)
+
+    def last_index(self) -> int:
+        """Highest index in the log; 0 for a new engine; never lowered by a purge.  O(1)."""
+        return self._live().last_index()
+
+    def first_index(self) -> int:
+        """Lowest readable index; ``last_index()+1`` when the log is empty.  O(1)."""
+        return self._live().first_index()
+
+    def term_of(self, index: int) -> int | None:
+        """Term of the entry at ``index``, or of the purge boundary when ``index`` is
+        the boundary; ``None`` otherwise.  O(1) plus one verified read."""
+        if type(index) is not int:
+            raise TypeError(f"index must be an int, got {index!r}")
+        return self._live().term_of(index)
+
+    def purge_boundary(self) -> LogId | None:
+        """The last purged ``LogId``, or ``None``; survives reopen.  O(1)."""
+        return self._live().manifest.purge
+
+    def truncate(self, from_index: int) -> None:
+        """Remove every entry ``>= from_index``.  A no-op beyond the end.
+
+        Durability: follows ``sync`` like appends.  Complexity: O(1) I/O (one small
+        frame, or a new segment and a manifest write when cutting below the tail
+        segment).
+
+        Raises:
+            ValueError: ``from_index`` is at or below the purge boundary, or < 1.
+        """
+        if type(from_index) is not int:
+            raise TypeError(f"from_index must be an int, got {from_index!r}")
+        with self._wlock:
+            lg = self._writable()
+            p = lg.manifest.purge
+            if p is not None and from_index <= p.index:
+                raise ValueError(f"from_index {from_index} is at or below the purge boundary {p.index}")
+            if from_index < 1:
+                raise ValueError(f"from_index must be >= 1, got {from_index}")
+            v_lo, v_hi = lg.first_index(), lg.last_index()
+            if v_lo > v_hi or from_index > v_hi:
+                return
+            lg.truncate(from_index)
+
+    def purge_logs(self, cutoff: LogId) -> None:
+        """Remove every entry ``<= cutoff.index`` and record ``cutoff`` as the purge
+        boundary.  Whole segments at or below it are deleted from disk.  A cutoff at
+        or below the current boundary is a no-op, and so is one below
+        ``first_index()-1`` when no boundary is set (nothing to purge).
+
+        Durability: the boundary is durable on return (manifest rename).
+        Complexity: O(segments) plus the unlinks.
+
+        Raises:
+            ValueError: ``cutoff.index`` is in the log with another term.
+        """
+        if not isinstance(cutoff, LogId):
+            raise TypeError(f"cutoff must be a LogId, got {cutoff!r}")
+        with self._wlock:
+            lg = self._writable()
+            p = lg.manifest.purge
+            if p is not None and cutoff.index <= p.index:
+                return
+            lo, last = lg.first_index(), lg.last_index()
+            if p is None and cutoff.index < lo - 1:
+                return
+            if lo <= cutoff.index <= last:
+                term = lg.term_of(cutoff.index)
+                if term is not None and term != cutoff.term:
+                    raise ValueError(
+                        f"cutoff {cutoff}: entry {cutoff.index} has term {term}, not {cutoff.term} "
+                        "(a snapshot of a different history)"
+                    )
+            lg.purge(cutoff)
+
+    def flush(self) -> None:
+        """Return when everything written before is on stable storage.
+
+        Complexity: one fdatasync per dirty file.
+        """
+        with self._wlock:
+            lg = self._writable()
+            lg.flush()
+            if self._kv is not None:
+                self._kv.flush()
+
+    def reset(self) -> None:
+        """Clear every log entry, the purge boundary, the key/value data and
+        ``last_applied()``.  The hard state is kept.  Atomic: a crash leaves the old
+        state or the fully reset one.  Durable on return (manifest rename).
+        """
+        with self._wlock:
+            lg = self._writable()
+            lg.reset()
+            if self._kv is not None:
+                self._kv.close()
+            self._kv = self._open_kv(lg.manifest.kv_generation)
+
+    # ------------------------------------------------------------ hard state
+
+    def load_hard_state(self) -> HardState | None:
+        """The saved hard state, or ``None`` if none was ever saved.  O(1)
+        (read and verified at open; a damaged file makes open raise CorruptionError)."""
+        self._live()
+        return self._hard
+
+    def save_hard_state(self, hard_state: HardState) -> None:
+        """Durably replace the hard state (temporary file, fsync, rename, directory
+        fsync).  Durable on return in both sync modes; a crash leaves exactly the
+        old or the new value.
+        """
+        if not isinstance(hard_state, HardState):
+            raise TypeError(f"hard_state must be a HardState, got {hard_state!r}")
+        with self._wlock:
+            lg = self._writable()
+            try:
+                _hs.save_hard_state(self._fs, self._path, hard_state)
+            except SyncError as e:
+                lg.poisoned = e
+                raise
+            self._hard = hard_state
+
+    # ------------------------------------------------------------ key/value
+
+    def insert(self, key: bytes, value: bytes) -> bytes | None:
+        """Set ``key`` to ``value``; returns the previous value or ``None``.
+        Durability: follows ``sync``.  Complexity: O(len(key)+len(value))."""
+        if type(value) is not bytes:
+            raise TypeError(f"value must be bytes, got {type(value).__name__}")
+        return self.apply([(key, value)])[0]
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value of ``key`` or ``None``; checksum verified.  O(1) + O(len(value))."""
+        if type(key) is not bytes:
+            raise TypeError(f"key must be bytes, got {type(key).__name__}")
+        self._live()
+        return self._kv.get(key)  # type: ignore[union-attr,no-any-return]
+
+    def delete(self, key: bytes) -> bytes | None:
+        """Remove ``key``; returns the previous value or ``None``.  Durability: follows ``sync``."""
+        return self.apply([(key, None)])[0]
+
+    def apply(self, changes: Iterable[tuple[bytes, bytes | None]], applied: LogId | None = None) -> list[bytes | None]:
+        """Apply key/value changes (value ``None`` deletes) and, optionally, record
+        the ``LogId`` they were applied up to, in one atomic step.  Returns the
+        previous values.  Durability: follows ``sync``; a crash leaves all or none.
+        Complexity: O(total bytes), one write and one fdatasync.
+        """
+        if applied is not None and not isinstance(applied, LogId):
+            raise TypeError(f"applied must be a LogId or None, got {applied!r}")
+        batch = list(changes)
+        with self._wlock:
+            self._writable()
+            try:
+                return self._kv.apply(batch, applied)  # type: ignore[union-attr,no-any-return]
+            except SyncError as e:
+                self._log.poisoned = e
+                raise
+
+    def last_applied(self) -> LogId | None:
+        """The ``LogId`` recorded by the last ``apply(..., applied=...)``, or ``None``."""
+        self._live()
+        return self._kv.last_applied()  # type: ignore[union-attr,no-any-return]
