@@ -194,8 +194,8 @@ class WalEngine:
     def _check_commit_index(self) -> None:
         hs = self._hard
         lg = self._log
-        if hs is None or (lg.manifest.purge is None and lg.first_index() > lg.last_index()):
-            return  # nothing saved, or a log emptied by reset(): no claim to check
+        if hs is None or lg.manifest.reset_pending:
+            return  # nothing saved, or the log was reset since: no claim on this log
         if hs.commit_index > lg.last_index():
             raise CorruptionError(
                 f"hard state commit index {hs.commit_index} is beyond the last log index {lg.last_index()}: "

@@ -293,7 +293,7 @@ class SegmentedLog:
                 index=last + 1,
             )
         if rec.torn:
-            msg = f"torn tail in {seg.path} at offset {rec.end}: cut {f.capacity - rec.end} bytes (last index kept {last})"
+            msg = f"torn tail in {seg.path} at offset {rec.end}: cut what follows (last index kept {last})"
             log.warning(msg)
             notes.append(msg)
             if not self.readonly:
@@ -680,6 +680,7 @@ class SegmentedLog:
             m,
             revision=m.revision + 1,
             purge=cutoff,
+            reset_pending=False,
             tail_durable=m.tail_durable if keep else 0,
             segments=tuple(s.record() for s in keep),
         )
@@ -697,7 +698,15 @@ class SegmentedLog:
         """
         self._check_writable()
         m = self.manifest
-        nm = replace(m, revision=m.revision + 1, purge=None, tail_durable=0, segments=(), kv_generation=m.kv_generation + 1)
+        nm = replace(
+            m,
+            revision=m.revision + 1,
+            purge=None,
+            tail_durable=0,
+            segments=(),
+            kv_generation=m.kv_generation + 1,
+            reset_pending=True,
+        )
         self._write_manifest(nm)
         gone = self._segs
         self._segs = []

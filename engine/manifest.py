@@ -6,7 +6,9 @@ Layout (little-endian)::
 
      0  magic         4s  b"SWMF"
      4  version       u16 FORMAT_VERSION
-     6  flags         u16 bit 0: a purge boundary is set
+     6  flags         u16 bit 0: a purge boundary is set; bit 1: the log was
+                          reset and no purge boundary was set since (the hard
+                          state's commit index then makes no claim on the log)
      8  engine_id     u64 random id chosen when the directory was created
     16  revision      u64 incremented on every write
     24  kv_generation u64 the key/value generation in force (bumped by reset)
@@ -65,11 +67,12 @@ class Manifest:
     purge: LogId | None
     tail_durable: int
     segments: tuple[SegmentRecord, ...]
+    reset_pending: bool = False
 
 
 def encode_manifest(m: Manifest) -> bytes:
     """Serialise a manifest.  Pure."""
-    flags = 1 if m.purge is not None else 0
+    flags = (1 if m.purge is not None else 0) | (2 if m.reset_pending else 0)
     pt, pi = (m.purge.term, m.purge.index) if m.purge is not None else (0, 0)
     parts = [
         _HEAD.pack(
@@ -120,4 +123,4 @@ def decode_manifest(data: bytes, path: str) -> Manifest:
         if b.base <= a.base or b.seq <= a.seq:
             raise CorruptionError("manifest lists segments out of order", path=path, offset=_HEAD.size)
     purge = LogId(pt, pi) if flags & 1 else None
-    return Manifest(eid, rev, kvgen, nseq, purge, tdur, segs)
+    return Manifest(eid, rev, kvgen, nseq, purge, tdur, segs, bool(flags & 2))
