@@ -1,8 +1,8 @@
 """One segment file: append frames, sync, read through a shared map, recover its tail.
 
-The file grows in zero-filled chunks ahead of the writer (``prealloc`` bytes at
-a time), so most frames overwrite allocated zeros and their ``fdatasync`` does
-not change the file size.  Unwritten space is zeros, which no frame parses as.
+The file grows in ``prealloc``-byte steps ahead of the writer (sparse: the new
+space reads as zeros and costs no write), so the shared map is rebuilt once per
+step.  Unwritten space is zeros, which no frame parses as.
 
 Recovery of the tail segment is :func:`recover_tail`, a pure function over the
 file's bytes; the torn-versus-corrupt rule it applies is documented in
@@ -28,9 +28,6 @@ from segwal.wal.format import (
 )
 
 __all__ = ["SegmentFile", "TailRecovery", "recover_tail", "io_error"]
-
-_ZERO_CHUNK = bytes(1 << 20)
-
 
 def io_error(exc: OSError, what: str, path: str) -> StorageIOError:
     """Wrap an OSError from ``what`` on ``path`` into segwal's tree (ENOSPC -> OutOfSpaceError)."""
@@ -189,20 +186,17 @@ class SegmentFile:
     # -- writing -------------------------------------------------------------
 
     def _reserve(self, need: int) -> None:
-        """Make sure ``[end, end + need)`` is allocated: extend with zeros in chunks."""
+        """Make sure the file (and so the map) reaches ``end + need``: extend its
+        size in ``prealloc`` steps, as a sparse hole (reads as zeros, costs no
+        write), so the map is rebuilt once per step rather than once per frame."""
         target = self.end + need
         if target <= self.capacity:
             return
         new_cap = max(target, self.capacity + self.prealloc)
-        off = self.capacity
         try:
-            while off < new_cap:
-                n = min(len(_ZERO_CHUNK), new_cap - off)
-                self.file.pwrite(memoryview(_ZERO_CHUNK)[:n], off)
-                off += n
+            self.file.truncate(new_cap)
         except OSError as e:
-            self._cut(self.capacity)
-            raise io_error(e, "preallocating segment space", self.path) from e
+            raise io_error(e, "extending segment", self.path) from e
         self.remap()
 
     def append(self, frame: EncodedFrame) -> int:

@@ -1,0 +1,5 @@
+import sys
+
+from segwal.cli import main
+
+sys.exit(main())
