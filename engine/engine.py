@@ -27,7 +27,7 @@ import numpy as np
 
 from segwal.engine import hardstate as _hs
 from segwal.engine.atomic import read_file, replace_file
-from segwal.engine.log import SegmentedLog
+from segwal.engine.log import SegmentedLog, SegmentInfo
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest, encode_manifest
 from segwal.engine.types import HardState
 from segwal.errors import (
@@ -389,8 +389,7 @@ class WalEngine:
                 raise ValueError(f"from_index {from_index} is at or below the purge boundary {p.index}")
             if from_index < 1:
                 raise ValueError(f"from_index must be >= 1, got {from_index}")
-            v_lo, v_hi = lg.first_index(), lg.last_index()
-            if v_lo > v_hi or from_index > v_hi:
+            if from_index > lg.last_index():
                 return
             lg.truncate(from_index)
 
@@ -447,6 +446,15 @@ class WalEngine:
             if self._kv is not None:
                 self._kv.close()
             self._kv = self._open_kv(lg.manifest.kv_generation)
+
+    def segments(self) -> list[SegmentInfo]:
+        """The live segments, in log order (for inspection tools).  O(segments)."""
+        return self._live().segments_info()
+
+    def kv_stats(self) -> object:
+        """Statistics of the key/value store (keys, live and dead bytes, files)."""
+        self._live()
+        return self._kv.stats()  # type: ignore[union-attr]
 
     # ------------------------------------------------------------ hard state
 

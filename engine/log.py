@@ -47,7 +47,7 @@ from segwal.wal.reader import read_entries, read_entry, read_term
 from segwal.wal.segment import SegmentFile, recover_tail
 from segwal.wal.types import Entry, LogId
 
-__all__ = ["SegmentedLog", "segment_name", "index_name"]
+__all__ = ["SegmentedLog", "SegmentInfo", "segment_name", "index_name"]
 
 log = logging.getLogger("segwal")
 
@@ -83,6 +83,18 @@ class _Seg:
 
     def record(self) -> SegmentRecord:
         return SegmentRecord(self.seq, self.uid, self.base, self.last)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """A live segment as ``segwal inspect`` shows it (``last < first`` when empty)."""
+
+    seq: int
+    path: str
+    first: int
+    last: int
+    size: int
+    sealed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +473,23 @@ class SegmentedLog:
         p = self.manifest.purge
         return p.term if p is not None else 0
 
+    def segments_info(self) -> list[SegmentInfo]:
+        """One :class:`SegmentInfo` per live segment, in log order.  O(segments)."""
+        out = []
+        segs = self._view.segs
+        for k, s in enumerate(segs):
+            try:
+                if s.file is not None:
+                    size = s.file.file.size()
+                else:
+                    fh = self.fs.open(s.path, readonly=True)
+                    size = fh.size()
+                    fh.close()
+            except OSError:
+                size = -1
+            out.append(SegmentInfo(s.seq, s.path, s.base, s.last, size, k < len(segs) - 1))
+        return out
+
     # ---------------------------------------------------------------- writes
 
     def _check_writable(self) -> None:
@@ -571,7 +600,7 @@ class SegmentedLog:
         if keep:
             prev = keep[-1]
             if prev is old[-1]:
-                self._seal(prev, new_last[prev.seq])
+                self._seal(prev)
         seq = m.next_seq
         uid = random.getrandbits(64) or 1
         path = os.path.join(self.dir, segment_name(seq))
@@ -588,6 +617,9 @@ class SegmentedLog:
                 index.set_from(0, fr.slot_offsets)
                 last = base + len(payloads) - 1
             f.sync()
+            # The new file's name must be durable before the manifest that lists it:
+            # POSIX does not order a create before a later rename in the same directory.
+            self.fs.fsync_dir(self.dir)
         except BaseException as e:
             f.close()
             try:
@@ -617,8 +649,15 @@ class SegmentedLog:
         self._ckpt_dirty = True
         self._delete_files(gone)
 
-    def _seal(self, seg: _Seg, last: int) -> None:
-        """Sync the tail and write its sealed index (before the manifest names a successor)."""
+    def _seal(self, seg: _Seg) -> None:
+        """Sync the tail and write its complete index, marked sealed, before the
+        manifest names a successor.
+
+        The index covers every entry the segment holds now, not only those the
+        rotation keeps: until the manifest commits, this segment is still the
+        tail, and a crash must find the index a faithful checkpoint of it.  The
+        manifest's ``last`` is what clips it afterwards.
+        """
         f = seg.file
         assert f is not None and isinstance(seg.index, TailIndex)
         if f.durable != f.end:
@@ -627,11 +666,10 @@ class SegmentedLog:
             except SyncError as e:
                 self.poisoned = e
                 raise
-        count = max(0, last - seg.base + 1)
         try:
             write_sealed_index(
                 self.fs, seg.idx_path, seq=seg.seq, uid=seg.uid, base=seg.base,
-                offsets=seg.index.array()[:count], covered_end=f.end, chain_crc=f.last_crc,
+                offsets=seg.index.array(), covered_end=f.end, chain_crc=f.last_crc,
             )
         except OSError as e:
             raise StorageIOError(e.errno or 5, f"writing sealed index failed: {e.strerror or e}", seg.idx_path) from e

@@ -1,24 +1,165 @@
 """The ``segwal`` command line (also ``python -m segwal``).
 
-Expected errors (missing or locked directory, corrupt files) are printed to
-stderr as one line, with a non-zero exit status and no traceback.
+Subcommands: ``demo``, ``inspect``, ``verify``, ``dump``, ``repair``,
+``crashtest``, ``bench``.  Expected errors (missing or locked directory,
+corrupt files) are printed to stderr as one line, with a non-zero exit status
+and no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import dataclasses
+import json
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from segwal.errors import CorruptionError, SegwalError
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+
+def _need_dir(path: str) -> str:
+    if not os.path.isdir(path):
+        raise FileNotFoundError(2, "no such engine directory", path)
+    if not os.path.exists(os.path.join(path, "MANIFEST")):
+        raise CorruptionError("not a segwal directory (no MANIFEST)", path=os.path.join(path, "MANIFEST"))
+    return path
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from segwal.demo import run
 
     return run(args.dir)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from segwal.engine import WalEngine
+
+    with WalEngine(_need_dir(args.dir), readonly=True) as eng:
+        segs = eng.segments()
+        hs = eng.load_hard_state()
+        stats = eng.kv_stats()
+        info: dict[str, Any] = {
+            "directory": eng.path,
+            "first_index": eng.first_index(),
+            "last_index": eng.last_index(),
+            "purge_boundary": None if eng.purge_boundary() is None else dataclasses.asdict(eng.purge_boundary()),  # type: ignore[arg-type]
+            "hard_state": None if hs is None else dataclasses.asdict(hs),
+            "segments": [
+                {"file": os.path.basename(s.path), "first": s.first, "last": s.last, "size": s.size,
+                 "state": "sealed" if s.sealed else "tail"}
+                for s in segs
+            ],
+            "kv": dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else str(stats),  # type: ignore[arg-type]
+            "last_applied": None if eng.last_applied() is None else dataclasses.asdict(eng.last_applied()),  # type: ignore[arg-type]
+            "notes": list(eng.notes),
+        }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"directory      {info['directory']}")
+    print(f"log            first {info['first_index']}  last {info['last_index']}  "
+          f"purge boundary {info['purge_boundary']}")
+    print(f"hard state     {info['hard_state']}")
+    print(f"last applied   {info['last_applied']}")
+    print(f"key/value      {info['kv']}")
+    print(f"segments       {len(segs)}")
+    for s in info["segments"]:
+        rng = f"{s['first']}..{s['last']}" if s["last"] >= s["first"] else "(empty)"
+        print(f"  {s['file']}  {rng:>24}  {s['size']:>12} bytes  {s['state']}")
+    for n in info["notes"]:
+        print(f"note: {n}")
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    if not sys.stderr.isatty():
+        return
+    width = 30
+    frac = done / total if total else 1.0
+    bar = "#" * int(frac * width)
+    print(f"\rverifying [{bar:<{width}}] {frac * 100:5.1f}%", end="" if done < total else "\n", file=sys.stderr)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from segwal.engine.verify import verify
+    from segwal.fs import OsFileSystem
+
+    path = _need_dir(args.dir)
+    fs = OsFileSystem()
+    lock = _lock(fs, path)
+    try:
+        report = verify(path, fs=fs, progress=None if args.json else _progress)
+    finally:
+        lock.release()
+    if args.json:
+        print(json.dumps({
+            "exit_status": report.exit_status,
+            "segments": report.segments,
+            "entries": report.entries,
+            "bytes": report.bytes_scanned,
+            "findings": [dataclasses.asdict(f) for f in report.findings],
+        }, indent=2))
+    else:
+        for f in report.findings:
+            print(str(f))
+        verdict = {0: "clean", 1: "recoverable findings only", 2: "CORRUPTION"}[report.exit_status]
+        print(f"{report.segments} segments, {report.entries} entries, {report.bytes_scanned} bytes checked: {verdict}")
+    return report.exit_status
+
+
+def _lock(fs: Any, path: str) -> Any:
+    from segwal.errors import LockedError
+
+    try:
+        return fs.lock(os.path.join(path, "LOCK"))
+    except BlockingIOError:
+        raise LockedError(11, "engine directory is open elsewhere (locked)", path) from None
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    from segwal.engine import WalEngine
+
+    enc = (lambda b: base64.b64encode(b).decode()) if args.encoding == "base64" else (lambda b: b.hex())
+    out = sys.stdout
+    with WalEngine(_need_dir(args.dir), readonly=True) as eng:
+        lo = max(args.from_index if args.from_index is not None else eng.first_index(), eng.first_index())
+        hi = min(args.to_index if args.to_index is not None else eng.last_index(), eng.last_index())
+        i = lo
+        while i <= hi:
+            for e in eng.get_entries_range(i, min(hi, i + 4095)):
+                out.write(json.dumps({"index": e.index, "term": e.term, "payload": enc(e.payload)}) + "\n")
+            i += 4096
+    return 0
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from segwal.engine.repair import repair
+
+    result = repair(_need_dir(args.dir), force=args.force)
+    for line in result.lines:
+        print(line)
+    return result.exit_status
+
+
+def _cmd_crashtest(args: argparse.Namespace) -> int:
+    from segwal.testing.builtin import run_crashtest
+
+    return run_crashtest(states=args.states, seed=args.seed, out=print)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from bench.runner import main as bench_main  # type: ignore[import-not-found]
+    except ImportError:
+        print("segwal: error: the benchmark lives in the source tree's bench/ folder; "
+              "run `segwal bench` from a checkout (pip install '.[bench]')", file=sys.stderr)
+        return 1
+    return int(bench_main(args.rest))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +169,31 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="write, read, purge, truncate, reopen a small log and print what happened")
     d.add_argument("dir", nargs="?", default=None, help="directory to use (default: a new temporary one)")
     d.set_defaults(func=_cmd_demo)
+    i = sub.add_parser("inspect", help="segments, first/last index, purge boundary, hard state, key/value stats")
+    i.add_argument("dir")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=_cmd_inspect)
+    v = sub.add_parser("verify", help="full checksum scan of every file (exit 0 clean, 1 recoverable, 2 corruption)")
+    v.add_argument("dir")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=_cmd_verify)
+    du = sub.add_parser("dump", help="entries as JSON lines")
+    du.add_argument("dir")
+    du.add_argument("--from", dest="from_index", type=int, default=None)
+    du.add_argument("--to", dest="to_index", type=int, default=None)
+    du.add_argument("--encoding", choices=("base64", "hex"), default="base64", help="payload encoding")
+    du.set_defaults(func=_cmd_dump)
+    r = sub.add_parser("repair", help="cut a torn tail (keeping a .broken copy), rebuild indexes, remove strays")
+    r.add_argument("dir")
+    r.add_argument("--force", action="store_true", help="also cut at mid-log corruption, reporting lost indexes")
+    r.set_defaults(func=_cmd_repair)
+    c = sub.add_parser("crashtest", help="run the crash simulator over a built-in workload")
+    c.add_argument("--states", type=int, default=2000, help="crash states to explore (budget)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=_cmd_crashtest)
+    b = sub.add_parser("bench", help="the side-by-side benchmark (see docs/benchmarks.md)", add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(func=_cmd_bench)
     return p
 
 
@@ -44,3 +210,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return 0

@@ -1,1 +1,74 @@
-"""segwal.testing: crash simulation and fault injection for segwal and its users (under construction)."""
+"""segwal.testing: crash simulation and fault injection for segwal and its users.
+
+Record a workload on a :class:`RecordingFS`, generate the disk states a crash
+could leave with :class:`CrashSimulator`, and check each with
+:func:`check_recording`; or inject I/O errors with :class:`FaultyFS`.  The
+``crash_fs`` pytest fixture (:mod:`segwal.testing.pytest_plugin`) wires the three
+together.  See ``docs/crash-testing.md``.
+"""
+
+from segwal.testing.checker import (
+    DEFAULT_INVARIANTS,
+    CheckContext,
+    CheckReport,
+    CrashCheckFailed,
+    Failure,
+    Invariant,
+    LogModel,
+    ScratchFS,
+    Snapshot,
+    TrackedEngine,
+    acknowledged_state,
+    candidates_at,
+    check_recording,
+    check_state,
+    log_contiguous,
+    scratch_root,
+    snapshot_engine,
+    terms_non_decreasing,
+)
+from segwal.testing.crash import GENERATORS, CrashSimulator, CrashState, SimulationStats, generate_states
+from segwal.testing.faults import OP_CLASSES, Fault, FaultyFile, FaultyFS, InjectedFault
+from segwal.testing.recording import Mark, Op, OpKind, Recording, RecordingFile, RecordingFS, StartImage
+
+__all__ = [
+    # recording
+    "RecordingFS",
+    "RecordingFile",
+    "Recording",
+    "StartImage",
+    "Op",
+    "OpKind",
+    "Mark",
+    # crash states
+    "CrashSimulator",
+    "CrashState",
+    "SimulationStats",
+    "GENERATORS",
+    "generate_states",
+    # faults
+    "FaultyFS",
+    "FaultyFile",
+    "Fault",
+    "InjectedFault",
+    "OP_CLASSES",
+    # checking
+    "check_recording",
+    "check_state",
+    "candidates_at",
+    "snapshot_engine",
+    "scratch_root",
+    "ScratchFS",
+    "TrackedEngine",
+    "LogModel",
+    "Snapshot",
+    "CheckContext",
+    "CheckReport",
+    "Failure",
+    "CrashCheckFailed",
+    "Invariant",
+    "DEFAULT_INVARIANTS",
+    "acknowledged_state",
+    "log_contiguous",
+    "terms_non_decreasing",
+]

@@ -339,9 +339,22 @@ def _valid_at(buf: bytes | memoryview, off: int, limit: int) -> FrameHeader | No
     return h
 
 
-def scan_frames(buf: bytes | memoryview, start: int, prev_crc: int, limit: int | None = None) -> ScanResult:
+def scan_frames(
+    buf: bytes | memoryview,
+    start: int,
+    prev_crc: int,
+    limit: int | None = None,
+    *,
+    damaged: list[tuple[int, FrameHeader]] | None = None,
+) -> ScanResult:
     """Walk the frames of a segment from ``start`` while each one is valid and
     chained to the previous one (its ``prev_crc`` equals the previous header crc).
+
+    With ``damaged`` (a list to fill), a frame whose header is valid and chained
+    but whose body fails its CRC is recorded there and stepped over (the chain
+    runs through header checksums, so it continues): this is how a full
+    verification names exactly the entries a damaged batch holds.  Recovery
+    passes no list: any damage stops the scan.
 
     Pure: the whole recovery decision for one file is made from ``buf``.
     O(bytes scanned): one CRC32C over each frame.
@@ -359,6 +372,14 @@ def scan_frames(buf: bytes | memoryview, start: int, prev_crc: int, limit: int |
             stop = "end" if not tail.strip(b"\0") else "invalid"
             return ScanResult(frames, off, crc, stop)
         h = _valid_at(buf, off, end)
+        if h is None and damaged is not None:
+            hh = decode_frame_header(buf, off)
+            if hh is not None and hh.prev_crc == crc and off + hh.frame_len <= end:
+                damaged.append((off, hh))
+                frames.append((off, hh))
+                crc = hh.header_crc
+                off += hh.frame_len
+                continue
         if h is None or h.prev_crc != crc:
             if bytes(buf[off : off + FRAME_HEADER_SIZE]) == bytes(FRAME_HEADER_SIZE):
                 return ScanResult(frames, off, crc, "zero")
