@@ -210,7 +210,12 @@ class WalEngine:
     def _live(self) -> SegmentedLog:
         if self._closed:
             raise EngineClosedError("the engine is closed")
-        return self._log
+        lg = self._log
+        if lg.reads_poisoned:
+            raise EnginePoisonedError(
+                f"a flush failed ({lg.poisoned}); what was not synced was cut: reopen the engine to read"
+            )
+        return lg
 
     def _writable(self) -> SegmentedLog:
         lg = self._live()
@@ -433,7 +438,11 @@ class WalEngine:
             lg = self._writable()
             lg.flush()
             if self._kv is not None:
-                self._kv.flush()
+                try:
+                    self._kv.flush()
+                except SyncError as e:
+                    lg.poisoned = e
+                    raise
 
     def reset(self) -> None:
         """Clear every log entry, the purge boundary, the key/value data and
@@ -456,6 +465,76 @@ class WalEngine:
         self._live()
         return self._kv.stats()  # type: ignore[union-attr]
 
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot(self, dest: str | os.PathLike[str]) -> LogId:
+        """Write a consistent, checksummed copy of the key/value data at
+        ``last_applied()`` to the file ``dest``; returns that ``LogId``.
+
+        Writers are held off only while the key directory is captured (O(keys),
+        no value read); values are copied afterwards.  Durable on return
+        (temporary file, fsync, rename, directory fsync).
+
+        Raises:
+            ValueError: no ``last_applied`` was ever recorded (nothing to name the
+                snapshot by: use ``apply(..., applied=...)``).
+        """
+        from segwal.engine.snapshot import CHUNK_PAIRS, write_snapshot
+
+        with self._wlock:
+            self._live()
+            kv = self._kv
+            assert kv is not None
+            keys, locs, applied = kv.capture()
+        if applied is None:
+            raise ValueError("no last_applied LogId recorded: record one with apply(..., applied=...) first")
+
+        def chunks():  # type: ignore[no-untyped-def]
+            for i in range(0, len(keys), CHUNK_PAIRS):
+                yield keys[i : i + CHUNK_PAIRS], kv.read_values(locs[i : i + CHUNK_PAIRS])
+
+        write_snapshot(self._fs, os.path.abspath(os.fspath(dest)), applied, len(keys), chunks())
+        return applied
+
+    def install_snapshot(self, src: str | os.PathLike[str]) -> LogId:
+        """Replace everything by the snapshot in file ``src``: the log is emptied,
+        the purge boundary and ``last_applied()`` become the snapshot's ``LogId``,
+        the key/value data becomes the snapshot's.  The hard state is kept.
+
+        Atomic with respect to crashes: the new key/value generation is written
+        and synced beside the old one, then one manifest write switches to it
+        (the commit point); a crash before leaves the old state whole.  The whole
+        snapshot is verified before anything changes.  Complexity: O(bytes).
+        """
+        from segwal.engine.kv import KVStore
+        from segwal.engine.snapshot import read_snapshot
+
+        applied, _count, chunks = read_snapshot(self._fs, os.path.abspath(os.fspath(src)))
+        with self._wlock:
+            lg = self._writable()
+            new_gen = lg.manifest.kv_generation + 1
+            kvdir = os.path.join(self._path, _KV_DIR)
+            prefix = f"kv-{new_gen:016x}-"
+            for name in self._fs.listdir(kvdir):
+                if name.startswith(prefix):  # leftovers of an install that failed
+                    self._fs.unlink(os.path.join(kvdir, name))
+            staged = KVStore.open(
+                self._fs, kvdir, engine_id=lg.manifest.engine_id, generation=new_gen, sync=False,
+                file_size=self._segment_size, keep_other_generations=True,
+            )
+            try:
+                for keys, values in chunks:
+                    staged.apply(list(zip(keys, values)))
+                staged.apply([], applied=applied)
+                staged.flush()
+            finally:
+                staged.close()
+            lg.install(applied, new_gen)
+            if self._kv is not None:
+                self._kv.close()
+            self._kv = self._open_kv(new_gen)
+        return applied
+
     # ------------------------------------------------------------ hard state
 
     def load_hard_state(self) -> HardState | None:
@@ -473,6 +552,11 @@ class WalEngine:
             raise TypeError(f"hard_state must be a HardState, got {hard_state!r}")
         with self._wlock:
             lg = self._writable()
+            if self._sync == "flush" and hard_state.commit_index > 0:
+                # The commit index claims entries up to it exist; make the log back
+                # that claim before it is durable (a power loss must not leave a
+                # commit index beyond the log).
+                lg.flush()
             try:
                 _hs.save_hard_state(self._fs, self._path, hard_state)
             except SyncError as e:

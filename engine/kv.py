@@ -335,11 +335,14 @@ class KVStore:
         readonly: bool = False,
         compact_min_dead: int = 16 << 20,
         compact_ratio: float = 0.5,
+        keep_other_generations: bool = False,
     ) -> KVStore:
         """Open (or create) the store in directory ``path`` (which must exist, except
         in read-only mode).
 
-        Files of any other ``generation`` and stray ``.tmp`` files are deleted;
+        Files of any other ``generation`` (unless ``keep_other_generations``: used
+        to stage a snapshot install beside the live generation) and stray
+        ``.tmp`` files of this one are deleted;
         files made obsolete by a committed compaction are deleted; the record
         files are replayed into the key directory; a torn tail of the last file
         is cut with a WARNING.  Nothing is modified when ``readonly``.
@@ -368,7 +371,7 @@ class KVStore:
         self._min_dead = compact_min_dead
         self._ratio = compact_ratio
         try:
-            self._recover()
+            self._recover(keep_other_generations)
         except BaseException:
             for seg in self._files:
                 seg.file.close()
@@ -378,7 +381,7 @@ class KVStore:
     def _path(self, name: str) -> str:
         return f"{self._dir}/{name}"
 
-    def _recover(self) -> None:
+    def _recover(self, keep_others: bool = False) -> None:
         fs = self._fs
         if self._readonly and not fs.exists(self._dir):
             return
@@ -393,7 +396,11 @@ class KVStore:
             if m is None:
                 continue  # not ours: leave it alone
             gen, seq, kind = int(m.group(1), 16), int(m.group(2), 16), m.group(3)
-            if kind == "tmp" or gen != self._gen:
+            if gen != self._gen:
+                if not keep_others:
+                    doomed.append(name)
+                continue
+            if kind == "tmp":
                 doomed.append(name)
                 continue
             if seq in mine:
@@ -607,6 +614,25 @@ class KVStore:
     def last_applied(self) -> LogId | None:
         """The ``LogId`` recorded by the latest ``apply(..., applied=...)``, or ``None``. O(1)."""
         return self._applied
+
+    def capture(self) -> tuple[list[bytes], list[_Loc], LogId | None]:
+        """A consistent view of the store for a snapshot: the keys, where their
+        values are, and ``last_applied``.  O(keys), no value is read.
+
+        The caller must hold off writers during the call (the engine's write
+        lock); the values are read afterwards with :meth:`read_values`, which
+        stays valid across later writes and compactions (locations keep their
+        file's map alive).
+        """
+        kd = self._kd
+        if not isinstance(kd, dict):
+            kd.get(b"")  # raises the recorded error
+        assert isinstance(kd, dict)
+        return list(kd.keys()), list(kd.values()), self._applied
+
+    def read_values(self, locs: list[_Loc]) -> list[bytes]:
+        """The values at ``locs`` (from :meth:`capture`), each verified.  O(bytes)."""
+        return self._read_locs(locs) if locs else []
 
     def stats(self) -> KVStats:
         """Key count, live and dead bytes, files in use.  O(1)."""

@@ -28,7 +28,14 @@ import numpy as np
 
 from segwal.engine.atomic import TMP_SUFFIX, replace_file
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, SegmentRecord, encode_manifest
-from segwal.errors import CorruptionError, EnginePoisonedError, SegwalError, StorageIOError, SyncError
+from segwal.errors import (
+    CorruptionError,
+    EnginePoisonedError,
+    FormatVersionError,
+    SegwalError,
+    StorageIOError,
+    SyncError,
+)
 from segwal.fs import FileSystem
 from segwal.index.offsets import SealedIndex, TailIndex, write_sealed_index
 from segwal.wal.format import (
@@ -133,6 +140,7 @@ class SegmentedLog:
         self.readonly = readonly
         self.prealloc = prealloc
         self.poisoned: SegwalError | None = None
+        self.reads_poisoned = False
         self._load_lock = threading.Lock()
         self._segs: list[_Seg] = [_Seg(directory, r) for r in manifest.segments]
         self._tail_term = 0
@@ -264,8 +272,8 @@ class SegmentedLog:
         claim = self.manifest.tail_durable
         try:
             rec = recover_tail(memoryview(buf), start, chain, known_durable=claim)
-        except OSError as e:  # pragma: no cover - mmap reads raise SIGBUS, not OSError
-            raise StorageIOError(e.errno or 5, "reading tail failed", seg.path) from e
+        except FormatVersionError as e:
+            raise FormatVersionError(e.reason, path=seg.path, offset=e.offset, index=None) from None
         last = seg.base - 1 + index.count
         for off, h in rec.frames:
             if h.kind == KIND_ENTRIES:
@@ -310,6 +318,15 @@ class SegmentedLog:
             notes.append(msg)
             if not self.readonly:
                 f.cut_torn_tail()
+        elif not self.readonly and rec.frames:
+            # Frames found intact may have been only in the page cache (a killed
+            # process, not a power loss): make them durable before any later frame
+            # or checkpoint claims they are.
+            try:
+                f.sync()
+            except SyncError as e:
+                self.poisoned = e
+                raise
         f.durable = f.end
         seg.index = index
         seg.last = last
@@ -752,6 +769,29 @@ class SegmentedLog:
         self._tail_term = 0
         self._publish()
 
+    def install(self, cutoff: LogId, kv_generation: int) -> None:
+        """Drop every segment, set the purge boundary to ``cutoff`` and switch to
+        ``kv_generation`` (already written and durable), in one manifest write:
+        the commit point of a snapshot install.
+        """
+        self._check_writable()
+        m = self.manifest
+        nm = replace(
+            m,
+            revision=m.revision + 1,
+            purge=cutoff,
+            tail_durable=0,
+            segments=(),
+            kv_generation=kv_generation,
+            reset_pending=False,
+        )
+        self._write_manifest(nm)
+        gone = self._segs
+        self._segs = []
+        self._delete_files(gone)
+        self._tail_term = cutoff.term
+        self._publish()
+
     def flush(self) -> None:
         """Make every write durable (fdatasync of the tail) and checkpoint its index."""
         self._check_writable()
@@ -766,7 +806,9 @@ class SegmentedLog:
             except SyncError as e:
                 # Nothing written since the last good sync may be trusted: cut it
                 # (best effort) so unsynced pages cannot be read back, and poison.
+                # Readers must not see the cut entries either: reads fail too.
                 self.poisoned = e
+                self.reads_poisoned = True
                 f.rollback(start, 0)
                 raise
         self.checkpoint()

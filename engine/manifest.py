@@ -107,17 +107,17 @@ def decode_manifest(data: bytes, path: str) -> Manifest:
     magic, version, flags, eid, rev, kvgen, nseq, pt, pi, tdur, nsegs, _r = _HEAD.unpack_from(data, 0)
     if magic != _MAGIC:
         raise CorruptionError(f"bad manifest magic {magic!r}", path=path, offset=0)
+    end = _HEAD.size + _REC.size * nsegs
+    if len(data) != end + 4:
+        raise CorruptionError(f"manifest length {len(data)} does not match {nsegs} segments", path=path, offset=64)
+    if crc32c(data[:end]) != int.from_bytes(data[end : end + 4], "little"):
+        raise CorruptionError("manifest checksum mismatch", path=path, offset=end)
     if version > FORMAT_VERSION:
         raise FormatVersionError(
             f"manifest format version {version} is newer than the supported {FORMAT_VERSION}; upgrade segwal",
             path=path,
             offset=4,
         )
-    end = _HEAD.size + _REC.size * nsegs
-    if len(data) != end + 4:
-        raise CorruptionError(f"manifest length {len(data)} does not match {nsegs} segments", path=path, offset=64)
-    if crc32c(data[:end]) != int.from_bytes(data[end : end + 4], "little"):
-        raise CorruptionError("manifest checksum mismatch", path=path, offset=end)
     segs = tuple(SegmentRecord(*_REC.unpack_from(data, _HEAD.size + _REC.size * i)) for i in range(nsegs))
     for a, b in zip(segs, segs[1:]):
         if b.base <= a.base or b.seq <= a.seq:

@@ -33,14 +33,20 @@ from segwal.index.format import (
 __all__ = ["TailIndex", "SealedIndex", "read_index_header", "write_sealed_index"]
 
 
-def read_index_header(f: File) -> IndexHeader | None:
-    """The newer valid header slot of an index file, or ``None``.  Reads 2 x 80 bytes."""
-    best: IndexHeader | None = None
+def read_index_headers(f: File) -> list[IndexHeader]:
+    """The valid header slots of an index file, newest first.  Reads 2 x 80 bytes."""
+    found = []
     for off in (0, SLOT_B_OFFSET):
         h = decode_index_header(f.pread(INDEX_HEADER_SIZE, off), f.path)
-        if h is not None and (best is None or h.ckpt_seq > best.ckpt_seq):
-            best = h
-    return best
+        if h is not None:
+            found.append(h)
+    return sorted(found, key=lambda h: h.ckpt_seq, reverse=True)
+
+
+def read_index_header(f: File) -> IndexHeader | None:
+    """The newer valid header slot of an index file, or ``None``.  Reads 2 x 80 bytes."""
+    hs = read_index_headers(f)
+    return hs[0] if hs else None
 
 
 class TailIndex:
@@ -124,14 +130,17 @@ class TailIndex:
     def load(cls, f: File, *, seq: int, uid: int, base: int) -> tuple[TailIndex, IndexHeader] | None:
         """Load the latest valid checkpoint of ``f``; ``None`` if there is none that
         matches this segment and its checksum.  Reads 4 bytes per covered entry."""
-        h = read_index_header(f)
-        if h is None or (h.seq, h.uid, h.base) != (seq, uid, base):
-            return None
-        data = f.pread(4 * h.count, OFFSETS_START)
-        if len(data) != 4 * h.count or offsets_hash(data) != h.data_hash:
-            return None
-        arr = np.frombuffer(data, dtype="<u4").copy()
-        return cls(base, arr, h.ckpt_seq), h
+        # The newest slot first; if the offsets it covers fail their hash (a crash
+        # while a checkpoint rewrote them), the older slot may still hold.
+        for h in read_index_headers(f):
+            if (h.seq, h.uid, h.base) != (seq, uid, base):
+                continue
+            data = f.pread(4 * h.count, OFFSETS_START)
+            if len(data) != 4 * h.count or offsets_hash(data) != h.data_hash:
+                continue
+            arr = np.frombuffer(data, dtype="<u4").copy()
+            return cls(base, arr, h.ckpt_seq), h
+        return None
 
 
 def write_sealed_index(
@@ -145,7 +154,9 @@ def write_sealed_index(
     try:
         data = np.ascontiguousarray(offsets, dtype="<u4")
         raw = memoryview(data).cast("B")
-        h = IndexHeader(True, seq, uid, base, len(data), 1, covered_end, chain_crc, offsets_hash(raw))
+        # ckpt_seq 2 lives in slot A (slot = ckpt_seq & 1), as tail checkpoints do, so
+        # a later checkpoint of this file (if the seal never committed) goes to B.
+        h = IndexHeader(True, seq, uid, base, len(data), 2, covered_end, chain_crc, offsets_hash(raw))
         hb = encode_index_header(h)
         f.truncate(0)
         f.pwrite(hb + bytes(SLOT_B_OFFSET - len(hb)) + bytes(OFFSETS_START - SLOT_B_OFFSET), 0)

@@ -233,6 +233,15 @@ class LogModel:
             self.boundary = None
             self.kv.clear()
             self.applied = None
+        elif label == "install_snapshot":
+            cut = _logid(f["applied"])
+            assert cut is not None
+            self.entries.clear()
+            self.boundary = cut
+            self.last = cut[1]
+            self.kv = {bytes(k): bytes(v) for k, v in f.get("kv", ())}
+            self.keys = self.keys | set(self.kv)
+            self.applied = cut
 
     def snapshot(self, keys: Iterable[bytes]) -> Snapshot:
         """The state the engine should show. O(entries + keys)."""
@@ -255,6 +264,8 @@ def _watched_keys(marks: Sequence[Mark]) -> set[bytes]:
             keys.add(bytes(m.facts["key"]))
         elif m.label == "apply":
             keys.update(bytes(k) for k, _ in m.facts.get("changes", ()))
+        elif m.label == "install_snapshot":
+            keys.update(bytes(k) for k, _ in m.facts.get("kv", ()))
     return keys
 
 
@@ -747,6 +758,17 @@ class TrackedEngine:
         """Forward; mark ``reset``."""
         out = self._engine.reset()
         self._mark("reset")
+        return out
+
+    def install_snapshot(self, src: Any) -> Any:
+        """Forward; mark ``install_snapshot`` with the snapshot's content (always
+        durable on return)."""
+        from segwal.engine.snapshot import read_snapshot
+
+        applied, _n, chunks = read_snapshot(OsFileSystem(), str(src))
+        out = self._engine.install_snapshot(src)
+        kv = tuple((k, v) for keys, values in chunks for k, v in zip(keys, values))
+        self._fs.mark("install_snapshot", applied=(applied.term, applied.index), kv=kv)
         return out
 
     def flush(self) -> Any:
