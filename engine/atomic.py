@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 
-from segwal.errors import StorageIOError, SyncError
+from segwal.errors import OutOfSpaceError, StorageIOError, SyncError
 from segwal.fs import FileSystem
 
 __all__ = ["replace_file", "read_file", "TMP_SUFFIX"]
@@ -45,7 +45,12 @@ def replace_file(fs: FileSystem, directory: str, name: str, data: bytes) -> None
     except SyncError:
         raise
     except OSError as e:
-        raise StorageIOError(e.errno or errno.EIO, f"writing {name} failed: {e.strerror or e}", final) from e
+        cls = OutOfSpaceError if e.errno in (errno.ENOSPC, errno.EDQUOT) else StorageIOError
+        try:
+            fs.unlink(tmp)
+        except OSError:
+            pass
+        raise cls(e.errno or errno.EIO, f"writing {name} failed: {e.strerror or e}", final) from e
     try:
         fs.fsync_dir(directory)
     except OSError as e:

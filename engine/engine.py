@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import operator
 import os
 import random
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Final, Literal
+from typing import Final, Literal, NoReturn
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from segwal.errors import (
     SyncError,
 )
 from segwal.fs import FileSystem, Lock, OsFileSystem
-from segwal.wal.format import MAX_SEGMENT_BYTES
+from segwal.wal.format import MAX_SEGMENT_BYTES, SMALL_BATCH
 from segwal.wal.types import Entry, LogId
 
 __all__ = ["WalEngine", "DEFAULT_SEGMENT_SIZE"]
@@ -51,6 +52,10 @@ DEFAULT_SEGMENT_SIZE: Final = 64 << 20
 MIN_SEGMENT_SIZE: Final = 256
 _MAX_PAYLOAD: Final = (1 << 32) - 1 - 4096
 _LOCK_NAME: Final = "LOCK"
+_ENTRY_ONLY: Final = {Entry}
+_INT_ONLY: Final = frozenset((int,))
+_BYTES_ONLY: Final = frozenset((bytes,))
+_le = operator.le
 _KV_DIR: Final = "kv"
 
 
@@ -138,7 +143,16 @@ class WalEngine:
         except OSError as e:
             raise StorageIOError(e.errno or errno.EIO, f"opening engine directory failed: {e.strerror or e}", self._path) from e
         try:
-            self._open()
+            try:
+                self._open()
+            except SegwalError:
+                raise
+            except OSError as e:
+                # An I/O error while opening is reported as such, never taken for
+                # damage: nothing was cut or rewritten on its account.
+                raise StorageIOError(
+                    e.errno or errno.EIO, f"I/O error while opening: {e.strerror or e}", e.filename or self._path
+                ) from e
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -284,56 +298,90 @@ class WalEngine:
         n = len(batch)
         if n == 0:
             return
-        if set(map(type, batch)) != {Entry}:
-            i = next(i for i, e in enumerate(batch) if type(e) is not Entry)
-            raise TypeError(f"entries[{i}] is {type(batch[i]).__name__}, expected segwal Entry")
-        idxs, terms, payloads = zip(*batch)
-        first = idxs[0]
-        if not set(map(type, idxs)) <= {int}:
-            i = next(i for i, x in enumerate(idxs) if type(x) is not int)
-            raise TypeError(f"entries[{i}].index must be an int, got {idxs[i]!r}")
-        if not set(map(type, terms)) <= {int}:
-            i = next(i for i, x in enumerate(terms) if type(x) is not int)
-            raise TypeError(f"entry {idxs[i]}: term must be an int, got {terms[i]!r}")
-        if not set(map(type, payloads)) <= {bytes}:
-            i = next(i for i, x in enumerate(payloads) if type(x) is not bytes)
-            raise TypeError(f"entry {idxs[i]}: payload must be bytes, got {type(payloads[i]).__name__}")
-        if first < 1:
-            raise ValueError(f"entry {first}: log indexes start at 1")
-        if idxs != tuple(range(first, first + n)):
-            i = next(i for i in range(n) if idxs[i] != first + i)
-            raise ValueError(
-                f"entry {idxs[i]}: indexes must be contiguous and ascending (expected {first + i} at position {i})"
-            )
+        # Fast path: one C-level pass per column; any doubt goes to _reject(),
+        # which walks the batch and names the offending entry.
         try:
-            t = np.array(terms, dtype=np.uint64)
-        except OverflowError:
-            i = next(i for i, x in enumerate(terms) if not 0 <= x < 1 << 64)
-            raise ValueError(f"entry {idxs[i]}: term {terms[i]} is not in 0..2**64-1") from None
-        if n > 1:
-            dec = np.flatnonzero(t[1:] < t[:-1])
-            if len(dec):
-                i = int(dec[0]) + 1
-                raise ValueError(f"entry {idxs[i]}: term {terms[i]} is lower than the term {terms[i - 1]} before it")
-        sizes = list(map(len, payloads))
-        total = sum(sizes)
-        if max(sizes) > _MAX_PAYLOAD:
-            i = max(range(n), key=sizes.__getitem__)
-            raise ValueError(f"entry {idxs[i]}: payload of {sizes[i]} bytes is too large")
+            idxs, terms, payloads = zip(*batch)
+            first = idxs[0]
+            ok = (
+                type(first) is int
+                and 1 <= first
+                and first + n <= 1 << 64
+                and idxs == tuple(range(first, first + n))
+                and set(map(type, batch)) == _ENTRY_ONLY
+            )
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            self._reject(batch)
+        if n > SMALL_BATCH:
+            t = np.array(terms)
+            if t.dtype.kind not in "iu" or t.min() < 0 or (n > 1 and bool((t[1:] < t[:-1]).any())):
+                self._reject(batch)
+            try:
+                sizes = np.fromiter(map(len, payloads), dtype=np.uint64, count=n)
+            except TypeError:
+                self._reject(batch)
+            if int(sizes.max()) > _MAX_PAYLOAD or not _BYTES_ONLY.issuperset(map(type, payloads)):
+                self._reject(batch)
+            total = int(sizes.sum())
+        else:
+            if not (
+                _INT_ONLY.issuperset(map(type, terms))
+                and _BYTES_ONLY.issuperset(map(type, payloads))
+                and all(map(_le, terms, terms[1:]))
+                and terms[0] >= 0
+                and terms[-1] < 1 << 64
+            ):
+                self._reject(batch)
+            sizes = None
+            total = sum(map(len, payloads))
+            if total > _MAX_PAYLOAD:
+                self._reject(batch)
         with self._wlock:
             lg = self._writable()
             lo, last = lg.first_index(), lg.last_index()
-            empty = lo > last
-            if not (empty and lg.manifest.purge is None):
-                if not lo <= first <= last + 1:
-                    raise ValueError(
-                        f"entry {first}: the first index of a batch must lie in [{lo}, {last + 1}] "
-                        f"(first_index() .. last_index()+1)"
-                    )
-            prev = lg.term_of(first - 1) if first > 1 else None
+            if not (lo > last and lg.manifest.purge is None) and not lo <= first <= last + 1:
+                raise ValueError(
+                    f"entry {first}: the first index of a batch must lie in [{lo}, {last + 1}] "
+                    f"(first_index() .. last_index()+1)"
+                )
+            prev = lg.last_term() if first == last + 1 else (lg.term_of(first - 1) if first > 1 else None)
             if prev is not None and terms[0] < prev:
                 raise ValueError(f"entry {first}: term {terms[0]} is lower than the term {prev} of entry {first - 1}")
-            lg.append(first, t, list(payloads), total)
+            lg.append(first, terms, payloads, total, sizes)
+
+    @staticmethod
+    def _reject(batch: list[Entry]) -> NoReturn:
+        """Find the first contract violation in ``batch`` and raise it (slow path)."""
+        first = None
+        prev_term = None
+        for pos, e in enumerate(batch):
+            if type(e) is not Entry:
+                raise TypeError(f"entries[{pos}] is {type(e).__name__}, expected segwal Entry")
+            i, t, p = e
+            if type(i) is not int:
+                raise TypeError(f"entries[{pos}].index must be an int, got {i!r}")
+            if not 1 <= i < 1 << 64:
+                raise ValueError(f"entry {i}: log indexes run from 1 to 2**64-1")
+            if first is None:
+                first = i
+            elif i != first + pos:
+                raise ValueError(
+                    f"entry {i}: indexes must be contiguous and ascending (expected {first + pos} at position {pos})"
+                )
+            if type(t) is not int:
+                raise TypeError(f"entry {i}: term must be an int, got {t!r}")
+            if not 0 <= t < 1 << 64:
+                raise ValueError(f"entry {i}: term {t} is not in 0..2**64-1")
+            if prev_term is not None and t < prev_term:
+                raise ValueError(f"entry {i}: term {t} is lower than the term {prev_term} before it")
+            prev_term = t
+            if type(p) is not bytes:
+                raise TypeError(f"entry {i}: payload must be bytes, got {type(p).__name__}")
+            if len(p) > _MAX_PAYLOAD:
+                raise ValueError(f"entry {i}: payload of {len(p)} bytes is too large")
+        raise ValueError("the batch's payloads together are too large for one segment")
 
     def entry(self, index: int) -> Entry | None:
         """The entry at ``index``, or ``None`` when it is not in the log (0, purged,

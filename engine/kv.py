@@ -1045,7 +1045,14 @@ class KVStore:
                     self._flush()
                     body = encode_kv_body([], [], [], self._applied, FLAG_CLOSE)
                     off, prev_crc = seg.end, seg.last_crc
-                    seg.append(encode_frame(KIND_KV, 0, body, offset=off, durable=seg.durable, prev_crc=prev_crc))
+                    try:
+                        seg.append(encode_frame(KIND_KV, 0, body, offset=off, durable=seg.durable, prev_crc=prev_crc))
+                    except OutOfSpaceError as e:
+                        # Everything is already synced; the clean-end marker is only a
+                        # stronger claim for the next open.  A full disk must not make
+                        # close fail.
+                        log.warning("key/value clean-close marker not written (%s): disk full", e)
+                        return
                     try:
                         seg.sync()
                     except SyncError as e:

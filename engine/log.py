@@ -22,6 +22,7 @@ import os
 import random
 import threading
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -32,6 +33,7 @@ from segwal.errors import (
     CorruptionError,
     EnginePoisonedError,
     FormatVersionError,
+    OutOfSpaceError,
     SegwalError,
     StorageIOError,
     SyncError,
@@ -51,7 +53,7 @@ from segwal.wal.format import (
     scan_frames,
 )
 from segwal.wal.reader import read_entries, read_entry, read_term
-from segwal.wal.segment import SegmentFile, recover_tail
+from segwal.wal.segment import SegmentFile, io_error, recover_tail
 from segwal.wal.types import Entry, LogId
 
 __all__ = ["SegmentedLog", "SegmentInfo", "segment_name", "index_name"]
@@ -515,7 +517,14 @@ class SegmentedLog:
                 f"a previous sync failed ({self.poisoned}); reopen the engine to recover what is durable"
             )
 
-    def append(self, first: int, terms: np.ndarray, payloads: list[bytes], payload_bytes: int) -> None:
+    def append(
+        self,
+        first: int,
+        terms: Sequence[int],
+        payloads: Sequence[bytes],
+        payload_bytes: int,
+        sizes: np.ndarray | None = None,
+    ) -> None:
         """Write a validated batch starting at ``first`` (replacing entries from
         ``first`` on).  Durable on return in ``always`` mode."""
         self._check_writable()
@@ -531,12 +540,20 @@ class SegmentedLog:
         else:
             f = tail.file
             assert f is not None and isinstance(tail.index, TailIndex)
-            fr = encode_entries_frame(first, terms, payloads, offset=f.end, durable=f.durable, prev_crc=f.last_crc)
+            fr = encode_entries_frame(
+                first, terms, payloads, offset=f.end, durable=f.durable, prev_crc=f.last_crc, sizes=sizes
+            )
             self._write_frame(f, fr)
             assert fr.slot_offsets is not None
             tail.index.set_from(first - tail.base, fr.slot_offsets)
             tail.last = first + n - 1
             self._after_write(fr.frame_len)
+            self._tail_term = int(terms[-1])
+            v = self._view
+            if v.segs and v.segs[-1] is tail:
+                # Only the end moved: reuse the segment tuple and bases.
+                self._view = _View(v.lo, tail.last, v.segs, v.bases)
+                return
         self._tail_term = int(terms[-1])
         self._publish()
 
@@ -606,7 +623,7 @@ class SegmentedLog:
         self._publish()
         self._tail_term = self._term_at(k - 1) if k - 1 >= self._view.lo else 0
 
-    def _rotate(self, base: int, terms: np.ndarray | None, payloads: list[bytes] | None) -> None:
+    def _rotate(self, base: int, terms: Sequence[int] | None, payloads: Sequence[bytes] | None) -> None:
         """Start a new tail segment at ``base`` (optionally holding a first batch),
         cutting every entry ``>= base``.  Commit point: the manifest rename."""
         m = self.manifest
@@ -636,7 +653,10 @@ class SegmentedLog:
             f.sync()
             # The new file's name must be durable before the manifest that lists it:
             # POSIX does not order a create before a later rename in the same directory.
-            self.fs.fsync_dir(self.dir)
+            try:
+                self.fs.fsync_dir(self.dir)
+            except OSError as e:
+                raise SyncError(e.errno or 5, f"directory fsync failed: {e.strerror or e}", self.dir) from e
         except BaseException as e:
             f.close()
             try:
@@ -689,7 +709,7 @@ class SegmentedLog:
                 offsets=seg.index.array(), covered_end=f.end, chain_crc=f.last_crc,
             )
         except OSError as e:
-            raise StorageIOError(e.errno or 5, f"writing sealed index failed: {e.strerror or e}", seg.idx_path) from e
+            raise io_error(e, "writing sealed index", seg.idx_path) from e
 
     def _write_manifest(self, nm: Manifest, *, on_fail_unlink: str | None = None, new_file: SegmentFile | None = None) -> None:
         try:
@@ -823,7 +843,12 @@ class SegmentedLog:
             if self.manifest.tail_durable != f.end or self.manifest.segments[-1].last != tail.last:
                 recs = tuple(s.record() for s in self._segs)
                 nm = replace(self.manifest, revision=self.manifest.revision + 1, tail_durable=f.end, segments=recs)
-                self._write_manifest(nm)
+                try:
+                    self._write_manifest(nm)
+                except OutOfSpaceError as e:
+                    # Everything is synced already; the clean-close claim is only a
+                    # stronger check for the next open.  A full disk must not fail close.
+                    log.warning("clean-close record not written (%s): disk full", e)
         for s in self._segs:
             if s.file is not None:
                 s.file.close()

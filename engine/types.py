@@ -8,8 +8,8 @@ __all__ = ["VotedFor", "HardState"]
 
 
 def _check_uint(owner: str, name: str, value: object) -> None:
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{owner}.{name} must be an int >= 0, got {value!r}")
+    if type(value) is not int or not 0 <= value < 1 << 64:
+        raise ValueError(f"{owner}.{name} must be an int in 0..2**64-1, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

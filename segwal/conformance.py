@@ -37,6 +37,7 @@ import pytest
 
 from segwal.engine.protocol import StorageEngine
 from segwal.engine.types import HardState, VotedFor
+from segwal.errors import CorruptionError
 from segwal.wal.types import Entry, LogId
 
 __all__ = ["EngineContract", "EngineState", "Harness", "observe", "make_entries"]
@@ -168,6 +169,11 @@ class EngineContract:
     forgets everything on close)."""
 
     persistent: ClassVar[bool] = True
+    #: Whether the engine refuses to reopen (``CorruptionError``) when the saved
+    #: commit index is beyond its log, as ``WalEngine`` does: committed entries
+    #: are then missing.  Set False for an engine that stores the hard state
+    #: without checking it against the log.
+    checks_commit_index: ClassVar[bool] = False
 
     def open_engine(self, path: str) -> StorageEngine:
         """Open (creating if needed) an engine stored at directory ``path``."""
@@ -518,6 +524,17 @@ class EngineContract:
         h.engine.persist_entries(make_entries(1, 2, term=2))
         assert h.check_reopen().entries == tuple(make_entries(1, 2, 2))
 
+    def test_truncate_below_the_first_index_without_a_boundary(self, h: Harness) -> None:
+        # "after truncate(k) with k <= last_index(), last_index() is k-1", also
+        # when the log (which started above 1) is already empty
+        h.engine.persist_entries(make_entries(5, 7))
+        h.engine.truncate(5)
+        state = h.check_reopen()
+        assert (state.first_index, state.last_index) == (5, 4)
+        h.engine.truncate(3)
+        state = h.check_reopen()
+        assert (state.first_index, state.last_index) == (3, 2)
+
     def test_truncate_at_or_below_the_boundary_raises(self, h: Harness) -> None:
         h.engine.persist_entries(make_entries(1, 10))
         h.engine.purge_logs(LogId(1, 5))
@@ -708,6 +725,8 @@ class EngineContract:
         ids=["zero", "no-vote", "vote", "committed-vote", "large"],
     )
     def test_hard_state_round_trips(self, h: Harness, hs: HardState) -> None:
+        # a snapshot at the commit index first, so that the log covers it
+        h.engine.purge_logs(LogId(1, hs.commit_index))
         h.engine.save_hard_state(hs)
         assert h.engine.load_hard_state() == hs
         assert h.check_reopen().hard_state == hs
@@ -729,6 +748,34 @@ class EngineContract:
         h.reopen()
         assert h.engine.load_hard_state() == hs
         assert h.engine.last_index() == 4
+
+    def test_hard_state_commit_index_beyond_the_log(self, h: Harness, tmp_path: Any) -> None:
+        # Either the engine stores the commit index as the caller's claim, or
+        # (checks_commit_index) it refuses to reopen a log that lacks committed
+        # entries.  Saving itself is accepted either way.
+        hs = HardState(2, VotedFor(1, 2), 41)
+        h.engine.persist_entries(make_entries(1, 3, term=2))
+        h.engine.save_hard_state(hs)
+        assert h.engine.load_hard_state() == hs
+        if not h.persistent:
+            return
+        if not self.checks_commit_index:
+            assert h.check_reopen().hard_state == hs
+            return
+        h.engine.close()
+        with pytest.raises(CorruptionError, match="commit index"):
+            self.open_engine(h.path)
+
+    def test_hard_state_commit_index_may_exceed_a_fresh_log(self, h: Harness) -> None:
+        # reset() keeps the hard state and the log then accepts a fresh start:
+        # a commit index beyond the new log is not damage.
+        hs = HardState(3, VotedFor(1, 3), 9)
+        h.engine.persist_entries(make_entries(1, 10, term=3))
+        h.engine.save_hard_state(hs)
+        h.engine.reset()
+        h.engine.persist_entries(make_entries(1, 2, term=3))
+        state = h.check_reopen()
+        assert state.hard_state == hs and state.entries == tuple(make_entries(1, 2, 3))
 
     def test_save_hard_state_rejects_other_types(self, h: Harness) -> None:
         h.engine.save_hard_state(HardState(1))
@@ -890,14 +937,15 @@ class EngineContract:
             lambda e: e.apply([(b"m", b"1")], applied=LogId(3, 9)),
             lambda e: e.purge_logs(LogId(3, 30)),
             lambda e: e.persist_entries(make_entries(31, 33, term=4)),
-            lambda e: e.reset(),
-            lambda e: e.persist_entries(make_entries(1, 2, term=1)),
+            lambda e: e.reset(),  # then install a snapshot at (4, 40)
+            lambda e: e.purge_logs(LogId(4, 40)),
+            lambda e: e.persist_entries(make_entries(41, 42, term=5)),
         ]
         h.keys.add(b"m")
         for step in steps:
             step(h.engine)
             h.check_reopen()
         state = h.state()
-        assert state.entries == tuple(make_entries(1, 2))
+        assert state.entries == tuple(make_entries(41, 42, 5)) and state.boundary == LogId(4, 40)
         assert state.hard_state == HardState(3, VotedFor(2, 3), 9)
         assert state.kv == ((b"m", None),) and state.last_applied is None

@@ -34,14 +34,14 @@ def build(batches: list[list[bytes]], *, first: int = 1, term: int = 1) -> tuple
     ends, slots = [], []
     idx = first
     for payloads in batches:
-        terms = np.full(len(payloads), term, dtype=np.uint64)
+        terms = [term] * len(payloads)
         fr = encode_entries_frame(idx, terms, payloads, offset=len(buf), durable=len(buf), prev_crc=crc)
         buf += b"".join(fr.buffers)
         assert len(buf) % 8 == 0
         crc = fr.header_crc
         ends.append(len(buf))
         assert fr.slot_offsets is not None
-        slots.append(fr.slot_offsets)
+        slots.append(np.asarray(fr.slot_offsets, dtype=np.uint32))
         idx += len(payloads)
     return bytes(buf), ends, slots
 

@@ -34,5 +34,5 @@ class LogId:
     def __post_init__(self) -> None:
         for name in ("term", "index"):
             value = getattr(self, name)
-            if type(value) is not int or value < 0:
-                raise ValueError(f"LogId.{name} must be an int >= 0, got {value!r}")
+            if type(value) is not int or not 0 <= value < 1 << 64:
+                raise ValueError(f"LogId.{name} must be an int in 0..2**64-1, got {value!r}")
