@@ -28,6 +28,7 @@ import numpy as np
 
 from segwal.engine import hardstate as _hs
 from segwal.engine.atomic import read_file, replace_file
+from segwal.engine.kv import KVStore
 from segwal.engine.log import SegmentedLog, SegmentInfo
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest, encode_manifest
 from segwal.engine.types import HardState
@@ -125,7 +126,7 @@ class WalEngine:
         self._wlock = threading.Lock()
         self._closed = True
         self._lock: Lock | None = None
-        self._kv = None
+        self._kv: KVStore | None = None
         fsys = self._fs
         try:
             if not readonly:
@@ -192,9 +193,7 @@ class WalEngine:
             fsys.fsync_dir(self._path)
         self._kv = self._open_kv(manifest.kv_generation)
 
-    def _open_kv(self, generation: int):  # type: ignore[no-untyped-def]
-        from segwal.engine.kv import KVStore
-
+    def _open_kv(self, generation: int) -> KVStore:
         return KVStore.open(
             self._fs,
             os.path.join(self._path, _KV_DIR),
@@ -254,7 +253,7 @@ class WalEngine:
                 clean = not self._readonly and self._log.poisoned is None
                 self._log.close(clean)
                 if self._kv is not None:
-                    self._kv.close()
+                    self._kv.close(clean=clean)
             finally:
                 if self._lock is not None:
                     self._lock.release()
@@ -392,7 +391,10 @@ class WalEngine:
         """
         if type(index) is not int:
             raise TypeError(f"index must be an int, got {index!r}")
-        return self._live().entry(index)
+        lg = self._log
+        if self._closed or lg.reads_poisoned:
+            self._live()  # raises
+        return lg.entry(index)
 
     def get_entries_range(self, start: int, end: int) -> list[Entry]:
         """Entries ``start..end`` inclusive that exist, ascending (purged and
@@ -554,7 +556,6 @@ class WalEngine:
         (the commit point); a crash before leaves the old state whole.  The whole
         snapshot is verified before anything changes.  Complexity: O(bytes).
         """
-        from segwal.engine.kv import KVStore
         from segwal.engine.snapshot import read_snapshot
 
         applied, _count, chunks = read_snapshot(self._fs, os.path.abspath(os.fspath(src)))

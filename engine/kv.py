@@ -43,8 +43,8 @@ import array
 import errno
 import logging
 import operator
+import random
 import re
-import secrets
 import struct
 import sys
 import threading
@@ -447,7 +447,7 @@ class KVStore:
         """Create record file ``seq`` with its header durable, and its name durable."""
         path = self._path(_file_name(self._gen, seq, "log"))
         seg = SegmentFile.create(
-            self._fs, path, engine_id=self._engine_id, seq=seq, uid=secrets.randbits(64), base=self._gen,
+            self._fs, path, engine_id=self._engine_id, seq=seq, uid=random.getrandbits(64), base=self._gen,
             prealloc=self._prealloc,
         )
         try:
@@ -944,7 +944,7 @@ class KVStore:
         final = self._path(_file_name(self._gen, seq, "merged"))
         try:
             seg = SegmentFile.create(
-                fs, tmp, engine_id=self._engine_id, seq=seq, uid=secrets.randbits(64), base=self._gen,
+                fs, tmp, engine_id=self._engine_id, seq=seq, uid=random.getrandbits(64), base=self._gen,
                 prealloc=self._prealloc,
             )
         except BaseException:
@@ -1030,18 +1030,19 @@ class KVStore:
 
     # -- closing ---------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, clean: bool = True) -> None:
         """Flush, record a clean end (an empty frame whose durable claim covers the
         whole file, so later damage anywhere in it is corruption, not a torn
-        tail), and release the files.  Idempotent.  A poisoned or read-only store
-        is released without writing.
+        tail), and release the files.  Idempotent.  A poisoned or read-only store,
+        or ``clean=False`` (the engine around it is poisoned), is released
+        without writing.
         """
         with self._wlock:
             if self._closed:
                 return
             try:
                 seg = self._active
-                if seg is not None and not self._readonly and self._poisoned is None:
+                if clean and seg is not None and not self._readonly and self._poisoned is None:
                     self._flush()
                     body = encode_kv_body([], [], [], self._applied, FLAG_CLOSE)
                     off, prev_crc = seg.end, seg.last_crc

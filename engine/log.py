@@ -20,12 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import random
+import struct
 import threading
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import xxhash
 
 from segwal.engine.atomic import TMP_SUFFIX, replace_file
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, SegmentRecord, encode_manifest
@@ -45,6 +47,7 @@ from segwal.wal.format import (
     KIND_ENTRIES,
     KIND_TRUNCATE,
     SEGMENT_HEADER_SIZE,
+    SLOT,
     SLOT_SIZE,
     align8,
     decode_segment_header,
@@ -52,11 +55,15 @@ from segwal.wal.format import (
     encode_frame,
     scan_frames,
 )
-from segwal.wal.reader import read_entries, read_entry, read_term
+from segwal.wal.reader import read_entries, read_term
 from segwal.wal.segment import SegmentFile, io_error, recover_tail
 from segwal.wal.types import Entry, LogId
 
 __all__ = ["SegmentedLog", "SegmentInfo", "segment_name", "index_name"]
+
+_unpack_slot = SLOT.unpack_from
+_xxh3 = xxhash.xxh3_64_intdigest
+_new = tuple.__new__
 
 log = logging.getLogger("segwal")
 
@@ -434,13 +441,20 @@ class SegmentedLog:
         return max(v.hi, p.index) if p is not None else v.hi
 
     def entry(self, index: int) -> Entry | None:
-        """The entry at ``index`` or None.  O(log segments + len(payload)), verified."""
+        """The entry at ``index`` or None.  O(log segments + len(payload)), verified.
+
+        The hot path of point reads: the tail segment is tried before the bisect,
+        and the slot decode and check are inlined (see ``wal.reader.read_entry``
+        for the same logic as a pure function).
+        """
         v = self._view
         if index < v.lo or index > v.hi:
             return None
-        seg = v.segs[bisect_right(v.bases, index) - 1]
-        if index > seg.last:
-            return None
+        seg = v.segs[-1]
+        if index < seg.base:
+            seg = v.segs[bisect_right(v.bases, index) - 1]
+            if index > seg.last:
+                return None
         idx = seg.index
         f = seg.file
         if idx is None or f is None:
@@ -448,7 +462,21 @@ class SegmentedLog:
             f = seg.file
             assert f is not None
         m = f.map
-        return read_entry(m if m is not None else b"", idx.offset(index - seg.base), index, seg.path)
+        off = idx.view[index - seg.base]
+        try:
+            term, pstart, plen, check = _unpack_slot(m, off)  # type: ignore[arg-type]
+        except (struct.error, TypeError):
+            raise CorruptionError(
+                "index points past the end of the segment", path=seg.path, offset=off, index=index
+            ) from None
+        payload = m[pstart : pstart + plen]  # type: ignore[index]
+        if _xxh3(payload, index) ^ term != check or len(payload) != plen:
+            if len(payload) != plen:
+                raise CorruptionError(
+                    "entry payload runs past the end of the segment", path=seg.path, offset=off, index=index
+                )
+            raise CorruptionError("entry checksum mismatch", path=seg.path, offset=off, index=index)
+        return _new(Entry, (index, term, payload))  # type: ignore[no-any-return]
 
     def entries(self, start: int, end: int) -> list[Entry]:
         """Entries ``start..end`` that exist, ascending, verified.  O(total bytes)."""
@@ -831,12 +859,14 @@ class SegmentedLog:
                 self.reads_poisoned = True
                 f.rollback(start, 0)
                 raise
-        self.checkpoint()
+        if f.end - self._ckpt_end >= CHECKPOINT_BYTES or self._ckpt_frames >= CHECKPOINT_FRAMES:
+            self.checkpoint()
 
     def close(self, clean: bool) -> None:
         """Sync, checkpoint and record a clean end in the manifest (when ``clean``)."""
         if clean and not self.readonly and self.poisoned is None and self._segs:
             self.flush()
+            self.checkpoint()
             tail = self._segs[-1]
             f = tail.file
             assert f is not None

@@ -215,7 +215,7 @@ def _verify_segment(
         last_live = mlast
         if last < mlast:
             findings.append(
-                Finding(CORRUPTION, sp, rec.end, last + 1, f"segment holds entries up to {last}, manifest says {mlast}")
+                Finding(CORRUPTION, sp, end, last + 1, f"segment holds entries up to {last}, manifest says {mlast}")
             )
             last_live = last
     else:

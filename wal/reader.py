@@ -9,13 +9,11 @@ with the file, the offset and the log index.
 from __future__ import annotations
 
 from itertools import repeat
-from typing import Final
-
 import numpy as np
 import xxhash
 
 from segwal.errors import CorruptionError
-from segwal.wal.format import _M64, K_INDEX, K_TERM, SLOT, SLOT_DTYPE, SLOT_SIZE
+from segwal.wal.format import SLOT, SLOT_DTYPE, SLOT_SIZE
 from segwal.wal.types import Entry
 
 __all__ = ["read_entry", "read_entries", "read_term"]
@@ -23,8 +21,8 @@ __all__ = ["read_entry", "read_entries", "read_term"]
 _xxh3 = xxhash.xxh3_64_intdigest
 _unpack_slot = SLOT.unpack_from
 _new = tuple.__new__
-_U64_INDEX: Final = np.uint64(K_INDEX)
-_U64_TERM: Final = np.uint64(K_TERM)
+_MAX_RUNS = 8
+_SLOT_BYTES = np.arange(SLOT_SIZE, dtype=np.int64)
 
 
 def read_term(buf: bytes | memoryview, slot_off: int, index: int, path: str) -> int:
@@ -50,7 +48,7 @@ def read_entry(buf: bytes | memoryview, slot_off: int, index: int, path: str) ->
     if end > len(buf):
         raise CorruptionError("entry payload runs past the end of the segment", path=path, offset=slot_off, index=index)
     payload = buf[pstart:end]
-    if _xxh3(payload) ^ ((index * K_INDEX) & _M64) ^ ((term * K_TERM) & _M64) != check:
+    if _xxh3(payload, index) ^ term != check:
         raise CorruptionError("entry checksum mismatch", path=path, offset=slot_off, index=index)
     return _new(Entry, (index, term, bytes(payload)))  # type: ignore[no-any-return]
 
@@ -70,27 +68,24 @@ def read_entries(buf: bytes | memoryview, slot_offsets: np.ndarray, first_index:
         raise CorruptionError(
             "index points past the end of the segment", path=path, offset=int(offs[bad]), index=first_index + bad
         )
-    # Split into runs of adjacent slots: one structured view per run.
+    # Runs of adjacent slots are one batch each: a structured view per run.  Many
+    # short runs (small batches) are gathered in one fancy-indexing pass instead.
     breaks = np.flatnonzero(np.diff(offs) != SLOT_SIZE) + 1
-    starts = [0, *breaks.tolist()]
-    ends = [*breaks.tolist(), n]
-    terms_l: list[np.ndarray] = []
-    pstart_l: list[np.ndarray] = []
-    plen_l: list[np.ndarray] = []
-    check_l: list[np.ndarray] = []
-    for a, b in zip(starts, ends):
-        t = np.frombuffer(buf, dtype=SLOT_DTYPE, count=b - a, offset=int(offs[a]))
-        terms_l.append(t["term"])
-        pstart_l.append(t["pstart"])
-        plen_l.append(t["plen"])
-        check_l.append(t["check"])
-    if len(terms_l) == 1:
-        terms, pstart, plen, check = terms_l[0], pstart_l[0], plen_l[0], check_l[0]
+    if len(breaks) >= _MAX_RUNS:
+        rows = np.frombuffer(buf, dtype=np.uint8)[offs[:, None] + _SLOT_BYTES]
+        t = rows.view(SLOT_DTYPE).reshape(n)
+        terms, pstart, plen, check = t["term"], t["pstart"], t["plen"], t["check"]
+    elif len(breaks) == 0:
+        t = np.frombuffer(buf, dtype=SLOT_DTYPE, count=n, offset=int(offs[0]))
+        terms, pstart, plen, check = t["term"], t["pstart"], t["plen"], t["check"]
     else:
-        terms = np.concatenate(terms_l)
-        pstart = np.concatenate(pstart_l)
-        plen = np.concatenate(plen_l)
-        check = np.concatenate(check_l)
+        bounds = [0, *breaks.tolist(), n]
+        parts = [
+            np.frombuffer(buf, dtype=SLOT_DTYPE, count=b - a, offset=int(offs[a]))
+            for a, b in zip(bounds, bounds[1:])
+        ]
+        t = np.concatenate(parts)
+        terms, pstart, plen, check = t["term"], t["pstart"], t["plen"], t["check"]
     pend = pstart.astype(np.int64) + plen
     if n and int(pend.max()) > size:
         bad = int(np.flatnonzero(pend > size)[0])
@@ -103,11 +98,8 @@ def read_entries(buf: bytes | memoryview, slot_offsets: np.ndarray, first_index:
     payloads = list(map(buf.__getitem__, map(slice, pstart.tolist(), pend.tolist())))
     if not isinstance(payloads[0], bytes):
         payloads = list(map(bytes, payloads))
-    hashes = np.fromiter(map(_xxh3, payloads), dtype=np.uint64, count=n)
-    idx = np.arange(first_index, first_index + n, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        expect = hashes ^ (idx * _U64_INDEX) ^ (terms * _U64_TERM)
-    bad_mask = expect != check
+    hashes = np.fromiter(map(_xxh3, payloads, range(first_index, first_index + n)), dtype=np.uint64, count=n)
+    bad_mask = (hashes ^ terms) != check
     if bad_mask.any():
         bad = int(np.flatnonzero(bad_mask)[0])
         raise CorruptionError("entry checksum mismatch", path=path, offset=int(offs[bad]), index=first_index + bad)

@@ -122,10 +122,18 @@ class SegmentFile:
         """
         try:
             f = fs.open(path, create=True)
+        except OSError as e:
+            raise io_error(e, "creating segment", path) from e
+        header = encode_segment_header(engine_id, seq, uid, base)
+        try:
             f.truncate(0)
-            header = encode_segment_header(engine_id, seq, uid, base)
             f.pwrite(header, 0)
         except OSError as e:
+            f.close()
+            try:
+                fs.unlink(path)
+            except OSError:
+                pass
             raise io_error(e, "creating segment", path) from e
         seg = cls(fs, path, f, seq, uid, base, prealloc)
         seg.last_crc = int.from_bytes(header[60:64], "little")

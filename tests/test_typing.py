@@ -1,0 +1,65 @@
+"""mypy --strict accepts WalEngine (and the reference engines) as a StorageEngine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import segwal
+
+pytest.importorskip("mypy")
+
+
+def package_root(tmp_path: Path) -> Path:
+    """A directory holding ``segwal/`` as mypy must see it.
+
+    An installed copy already has its layers inside ``segwal/``; a source checkout
+    maps them from sibling folders (pyproject's package-dir), so lay out links.
+    """
+    pkg = Path(segwal.__file__).parent
+    if (pkg / "engine").is_dir():
+        return pkg.parent
+    repo = pkg.parent
+    farm = tmp_path / "src" / "segwal"
+    farm.mkdir(parents=True)
+    for item in pkg.iterdir():
+        if item.name != "__pycache__":
+            (farm / item.name).symlink_to(item)
+    for layer in ("wal", "index", "engine", "testing", "integrations", "bench"):
+        if (repo / layer).is_dir():
+            (farm / layer).symlink_to(repo / layer)
+    return farm.parent
+
+
+def test_engines_satisfy_the_storage_engine_protocol(tmp_path: Path) -> None:
+    src = tmp_path / "check_protocol.py"
+    src.write_text(
+        textwrap.dedent(
+            """
+            from segwal.engine import WalEngine
+            from segwal.engine.memory import InMemoryEngine
+            from segwal.engine.protocol import StorageEngine
+
+            def use(engine: StorageEngine) -> None:
+                engine.last_index()
+
+            use(WalEngine("/tmp/never-opened"))
+            use(InMemoryEngine())
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "--cache-dir", str(tmp_path / ".mypy"),
+         "--follow-imports=silent", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MYPYPATH": str(package_root(tmp_path))},
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
