@@ -1,0 +1,1 @@
+"""Integrations of segwal with Python Raft libraries."""
