@@ -57,7 +57,7 @@ class TailIndex:
     ask for positions already published).
     """
 
-    __slots__ = ("base", "count", "_arr", "_view", "_disk_count", "_dirty_from", "_ckpt_seq", "_slot")
+    __slots__ = ("base", "count", "_arr", "view", "_disk_count", "_dirty_from", "_ckpt_seq", "_slot")
 
     def __init__(self, base: int, offsets: np.ndarray | None = None, ckpt_seq: int = 0) -> None:
         self.base = base
@@ -65,7 +65,7 @@ class TailIndex:
         self._arr = np.zeros(max(1024, 2 * n), dtype=np.uint32)
         if n:
             self._arr[:n] = offsets  # type: ignore[index]
-        self._view = memoryview(self._arr).cast("B").cast("I")
+        self.view = memoryview(self._arr).cast("B").cast("I")
         self.count = n
         self._disk_count = n  # offsets[0:_disk_count] are on disk as checkpointed
         self._dirty_from = n
@@ -74,7 +74,7 @@ class TailIndex:
 
     def offset(self, pos: int) -> int:
         """Slot offset of entry ``base + pos``.  O(1)."""
-        return self._view[pos]  # type: ignore[no-any-return]
+        return self.view[pos]  # type: ignore[no-any-return]
 
     def array(self) -> np.ndarray:
         """The valid offsets (a view; do not keep across writes)."""
@@ -90,7 +90,7 @@ class TailIndex:
             grown = np.zeros(max(end, 2 * len(self._arr)), dtype=np.uint32)
             grown[: self.count] = self._arr[: self.count]
             self._arr = grown
-            self._view = memoryview(grown).cast("B").cast("I")
+            self.view = memoryview(grown).cast("B").cast("I")
         self._arr[pos:end] = slot_offsets
         self.count = end
         if pos < self._dirty_from:
@@ -170,22 +170,22 @@ def write_sealed_index(
 class SealedIndex:
     """A sealed segment's index, mapped read-only.  Verified once, on first use."""
 
-    __slots__ = ("path", "base", "count", "_map", "_view")
+    __slots__ = ("path", "base", "count", "_map", "view")
 
     def __init__(self, path: str, base: int, count: int, mapping: mmap.mmap) -> None:
         self.path = path
         self.base = base
         self.count = count
         self._map = mapping
-        self._view = memoryview(mapping)[OFFSETS_START : OFFSETS_START + 4 * count].cast("I")
+        self.view = memoryview(mapping)[OFFSETS_START : OFFSETS_START + 4 * count].cast("I")
 
     def offset(self, pos: int) -> int:
         """Slot offset of entry ``base + pos``.  O(1)."""
-        return self._view[pos]  # type: ignore[no-any-return]
+        return self.view[pos]  # type: ignore[no-any-return]
 
     def array(self) -> np.ndarray:
         """The offsets as a read-only numpy view.  O(1)."""
-        return np.frombuffer(self._view, dtype=np.uint32)
+        return np.frombuffer(self.view, dtype=np.uint32)
 
     @classmethod
     def open(cls, fs: FileSystem, path: str, *, seq: int, uid: int, base: int, count: int) -> SealedIndex | None:
