@@ -43,6 +43,7 @@ from segwal.errors import (
 )
 from segwal.fs import FileSystem, Lock, OsFileSystem
 from segwal.wal.format import MAX_SEGMENT_BYTES, SMALL_BATCH
+from segwal.wal.prealloc import Preallocator
 from segwal.wal.types import Entry, LogId
 
 __all__ = ["WalEngine", "DEFAULT_SEGMENT_SIZE"]
@@ -93,6 +94,12 @@ class WalEngine:
             passes recording or fault-injecting ones.
         readonly: open without writing anything (no repair, no lock upgrade);
             mutating calls raise.
+        preallocate: keep the tail segment written with zeros and synced a few
+            MiB ahead of the writer, from a background thread, so appends do not
+            pay for block allocation in their fdatasync.  Default: on for the
+            real file system, off for any other ``fs`` (a recording or
+            fault-injecting file system then sees one thread's operations, in a
+            reproducible order).
 
     Raises:
         LockedError: another open engine (this or another process) holds the directory.
@@ -111,6 +118,7 @@ class WalEngine:
         sync: Literal["always", "flush"] = "always",
         fs: FileSystem | None = None,
         readonly: bool = False,
+        preallocate: bool | None = None,
     ) -> None:
         if type(segment_size) is not int or not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_BYTES:
             raise ValueError(
@@ -123,6 +131,11 @@ class WalEngine:
         self._sync = sync
         self._segment_size = segment_size
         self._readonly = readonly
+        if preallocate is None:
+            preallocate = fs is None or type(fs) is OsFileSystem
+        self._prealloc: Preallocator | None = None
+        if preallocate and not readonly:
+            self._prealloc = Preallocator(ahead=min(4 << 20, segment_size), chunk=min(512 << 10, segment_size))
         self._wlock = threading.Lock()
         self._closed = True
         self._lock: Lock | None = None
@@ -155,6 +168,8 @@ class WalEngine:
                     e.errno or errno.EIO, f"I/O error while opening: {e.strerror or e}", e.filename or self._path
                 ) from e
         except BaseException:
+            if self._prealloc is not None:
+                self._prealloc.close()
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
@@ -183,6 +198,7 @@ class WalEngine:
             sync_always=self._sync == "always",
             readonly=self._readonly,
             prealloc=min(1 << 20, self._segment_size),
+            preallocator=self._prealloc,
         )
         self.notes = self._log.recover()
         self._hard = _hs.load_hard_state(fsys, self._path)
@@ -251,6 +267,8 @@ class WalEngine:
             self._closed = True
             try:
                 clean = not self._readonly and self._log.poisoned is None
+                if self._prealloc is not None:
+                    self._prealloc.close()
                 self._log.close(clean)
                 if self._kv is not None:
                     self._kv.close(clean=clean)
@@ -324,6 +342,7 @@ class WalEngine:
             if int(sizes.max()) > _MAX_PAYLOAD or not _BYTES_ONLY.issuperset(map(type, payloads)):
                 self._reject(batch)
             total = int(sizes.sum())
+            terms = t  # the encoder reuses the validated array
         else:
             if not (
                 _INT_ONLY.issuperset(map(type, terms))

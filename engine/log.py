@@ -56,6 +56,7 @@ from segwal.wal.format import (
     scan_frames,
 )
 from segwal.wal.reader import read_entries, read_term
+from segwal.wal.prealloc import Preallocator
 from segwal.wal.segment import SegmentFile, io_error, recover_tail
 from segwal.wal.types import Entry, LogId
 
@@ -140,8 +141,10 @@ class SegmentedLog:
         sync_always: bool,
         readonly: bool,
         prealloc: int,
+        preallocator: Preallocator | None = None,
     ) -> None:
         self.fs = fs
+        self.preallocator = preallocator
         self.dir = directory
         self.manifest = manifest
         self.segment_size = segment_size
@@ -339,6 +342,8 @@ class SegmentedLog:
         f.durable = f.end
         seg.index = index
         seg.last = last
+        if self.preallocator is not None and not self.readonly:
+            self.preallocator.register(f, self.segment_size)
         self._ckpt_end = start
         self._ckpt_frames = len(rec.frames)
         self._ckpt_dirty = bool(rec.frames) or start == SEGMENT_HEADER_SIZE
@@ -572,6 +577,9 @@ class SegmentedLog:
                 first, terms, payloads, offset=f.end, durable=f.durable, prev_crc=f.last_crc, sizes=sizes
             )
             self._write_frame(f, fr)
+            pa = self.preallocator
+            if pa is not None and f.zeroed - f.end < pa.ahead // 2:
+                pa.wake()
             assert fr.slot_offsets is not None
             tail.index.set_from(first - tail.base, fr.slot_offsets)
             tail.last = first + n - 1
@@ -707,6 +715,8 @@ class SegmentedLog:
         seg = _Seg(self.dir, new_rec)
         seg.file = f
         seg.index = index
+        if self.preallocator is not None:
+            self.preallocator.register(f, self.segment_size)
         gone = [s for s in keep if s.seq not in live] + dropped
         self._segs = [s for s in keep if s.seq in live] + [seg]
         self._ckpt_end = SEGMENT_HEADER_SIZE
@@ -725,12 +735,13 @@ class SegmentedLog:
         """
         f = seg.file
         assert f is not None and isinstance(seg.index, TailIndex)
-        if f.durable != f.end:
-            try:
-                f.sync()
-            except SyncError as e:
-                self.poisoned = e
-                raise
+        if self.preallocator is not None:
+            self.preallocator.unregister(f)
+        try:
+            f.trim()  # exact length, and synced
+        except SyncError as e:
+            self.poisoned = e
+            raise
         try:
             write_sealed_index(
                 self.fs, seg.idx_path, seq=seg.seq, uid=seg.uid, base=seg.base,
@@ -761,6 +772,8 @@ class SegmentedLog:
         removed at the next open)."""
         for s in segs:
             if s.file is not None:
+                if self.preallocator is not None:
+                    self.preallocator.unregister(s.file)
                 s.file.close()
             for p in (s.path, s.idx_path):
                 try:
@@ -864,12 +877,21 @@ class SegmentedLog:
 
     def close(self, clean: bool) -> None:
         """Sync, checkpoint and record a clean end in the manifest (when ``clean``)."""
+        if self.preallocator is not None:
+            for s in self._segs:
+                if s.file is not None:
+                    self.preallocator.unregister(s.file)
         if clean and not self.readonly and self.poisoned is None and self._segs:
             self.flush()
-            self.checkpoint()
             tail = self._segs[-1]
             f = tail.file
             assert f is not None
+            try:
+                f.trim()  # a reopen then has nothing past the end to scan
+            except SegwalError as e:
+                log.warning("trimming %s at close failed: %s", f.path, e)
+            self._ckpt_dirty = True
+            self.checkpoint()
             if self.manifest.tail_durable != f.end or self.manifest.segments[-1].last != tail.last:
                 recs = tuple(s.record() for s in self._segs)
                 nm = replace(self.manifest, revision=self.manifest.revision + 1, tail_durable=f.end, segments=recs)

@@ -290,7 +290,7 @@ def encode_entries_frame(
         slots: Sequence[int] | np.ndarray = range(table_off, table_off + SLOT_SIZE * n, SLOT_SIZE)
     else:
         lens = sizes if sizes is not None else np.fromiter(map(len, payloads), dtype=np.uint64, count=n)
-        t_arr = np.array(terms, dtype=np.uint64)
+        t_arr = terms.astype(np.uint64, copy=False) if isinstance(terms, np.ndarray) else np.array(terms, dtype=np.uint64)
         table = np.empty(n, SLOT_DTYPE)
         table["term"] = t_arr
         table["pstart"] = np.cumsum(lens) - lens + payload_off
@@ -427,11 +427,14 @@ def find_valid_frames(buf: bytes | memoryview, start: int, limit: int | None = N
         return []
     n = (end - start) // 8
     words = np.frombuffer(buf, dtype="<u8", count=n, offset=start)
-    # kind in low byte, version next, magic in bytes 2..3
-    low = words & np.uint64(0xFFFFFFFF)
+    nz = np.flatnonzero(words)  # unwritten space is zeros: usually nothing is left
+    if len(nz) == 0:
+        return []
+    low = words[nz] & np.uint64(0xFFFFFFFF)
+    # kind in the low byte, version next, magic in bytes 2..3
     kinds = low & np.uint64(0xFF)
     magic = (low >> np.uint64(16)) & np.uint64(0xFFFF)
-    cand = np.flatnonzero((magic == FRAME_MAGIC) & (kinds >= 1) & (kinds <= 3))
+    cand = nz[(magic == FRAME_MAGIC) & (kinds >= 1) & (kinds <= 3)]
     out: list[tuple[int, FrameHeader]] = []
     for i in cand.tolist():
         off = start + 8 * i

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import mmap
+import threading
 from dataclasses import dataclass
 
 from segwal.errors import CorruptionError, OutOfSpaceError, StorageIOError, SyncError
@@ -28,6 +29,8 @@ from segwal.wal.format import (
 )
 
 __all__ = ["SegmentFile", "TailRecovery", "recover_tail", "io_error"]
+
+_ZEROS = bytes(1 << 20)
 
 def io_error(exc: OSError, what: str, path: str) -> StorageIOError:
     """Wrap an OSError from ``what`` on ``path`` into segwal's tree (ENOSPC -> OutOfSpaceError)."""
@@ -93,7 +96,23 @@ class SegmentFile:
         map: read-only shared map covering the allocated size (``None`` if empty).
     """
 
-    __slots__ = ("fs", "path", "file", "seq", "uid", "base", "end", "last_crc", "durable", "capacity", "map", "prealloc")
+    __slots__ = (
+        "fs",
+        "path",
+        "file",
+        "seq",
+        "uid",
+        "base",
+        "end",
+        "last_crc",
+        "durable",
+        "capacity",
+        "map",
+        "prealloc",
+        "lock",
+        "zeroed",
+        "zero_failed",
+    )
 
     def __init__(self, fs: FileSystem, path: str, file: File, seq: int, uid: int, base: int, prealloc: int) -> None:
         self.fs = fs
@@ -108,6 +127,15 @@ class SegmentFile:
         self.capacity = file.size()
         self.prealloc = prealloc
         self.map: mmap.mmap | None = file.map()
+        #: Guards ``end``/``capacity`` against a :class:`~segwal.wal.prealloc.Preallocator`
+        #: writing zeros ahead of the writer.
+        self.lock = threading.Lock()
+        #: Bytes ``[0, zeroed)`` are written and synced (data or zeros): frames written
+        #: there do not change the file's allocation, so their fdatasync is cheaper.
+        self.zeroed = 0
+        #: Set when a background sync of this file failed: the next :meth:`sync` must
+        #: fail too (the error may have consumed the writer's own dirty pages).
+        self.zero_failed: OSError | None = None
 
     # -- creation and opening -------------------------------------------------
 
@@ -213,29 +241,75 @@ class SegmentFile:
         On failure (ENOSPC, short write, EIO) the file is cut back to the frame's
         start and the error raised; the segment stays usable.
         """
-        off = self.end
-        self._reserve(frame.frame_len)
-        try:
-            self.file.pwritev(frame.buffers, off)
-        except OSError as e:
-            self._cut(off)
-            raise io_error(e, "writing frame", self.path) from e
-        self.end = off + frame.frame_len
-        self.last_crc = frame.header_crc
+        with self.lock:
+            off = self.end
+            self._reserve(frame.frame_len)
+            try:
+                self.file.pwritev(frame.buffers, off)
+            except OSError as e:
+                self._cut(off)
+                raise io_error(e, "writing frame", self.path) from e
+            self.end = end = off + frame.frame_len
+            self.last_crc = frame.header_crc
+            m = self.map
+            if m is None or end > len(m):
+                self.remap()
         return off
 
     def sync(self) -> None:
         """fdatasync the file: everything written so far becomes durable.
 
         Raises:
-            SyncError: the sync failed.  The caller must cut back what was not
-                known durable (:meth:`rollback`) and poison itself.
+            SyncError: the sync failed (or a background sync of this file did:
+                the error may have taken the writer's dirty pages with it).  The
+                caller must cut back what was not known durable (:meth:`rollback`)
+                and poison itself.
         """
         try:
+            if self.zero_failed is not None:
+                raise self.zero_failed
             self.file.fdatasync()
         except OSError as e:
             raise SyncError(e.errno or errno.EIO, f"fdatasync failed: {e.strerror or e}", self.path) from e
         self.durable = self.end
+
+    def zero_ahead(self, chunk: int, limit: int) -> bool:
+        """Write ``chunk`` bytes of zeros past the writer's end and sync them, so later
+        frames land in allocated, synced space (called by the preallocator thread).
+
+        Returns False when there is nothing left to do below ``limit``.  A failed
+        sync is recorded so the writer's next :meth:`sync` fails too.
+        """
+        with self.lock:
+            start = max(self.zeroed, self.end)
+            n = min(chunk, limit - start)
+            if n <= 0 or self.zero_failed is not None:
+                return False
+            self.file.pwrite(memoryview(_ZEROS)[:n] if n <= len(_ZEROS) else bytes(n), start)
+            self.capacity = max(self.capacity, start + n)
+        try:
+            self.file.fdatasync()
+        except OSError as e:
+            self.zero_failed = e
+            raise
+        with self.lock:
+            if self.capacity >= start + n:
+                self.zeroed = max(self.zeroed, start + n)
+        return True
+
+    def trim(self) -> None:
+        """Cut preallocated zeros after :attr:`end` and sync (at seal and clean close):
+        a sealed segment has its exact length, and a reopen scans nothing after it."""
+        with self.lock:
+            if self.capacity > self.end:
+                try:
+                    self.file.truncate(self.end)
+                except OSError as e:
+                    raise io_error(e, "trimming segment", self.path) from e
+                self.capacity = self.end
+                self.zeroed = min(self.zeroed, self.end)
+                self.map = self.file.map()
+        self.sync()
 
     def rollback(self, end: int, last_crc: int) -> None:
         """Forget frames written at or after ``end`` (best effort, not synced).
@@ -243,17 +317,19 @@ class SegmentFile:
         Used after a failed write or sync: the bytes are cut from the file so
         that clean-but-unsynced pages cannot be read back later.
         """
-        self.end = end
-        self.last_crc = last_crc
-        self.durable = min(self.durable, end)
-        try:
-            self._cut(end)
-        except OSError:
-            pass
+        with self.lock:
+            self.end = end
+            self.last_crc = last_crc
+            self.durable = min(self.durable, end)
+            try:
+                self._cut(end)
+            except OSError:
+                pass
 
     def _cut(self, size: int) -> None:
         if size < self.capacity:
             self.file.truncate(size)
+            self.zeroed = min(self.zeroed, size)
             self.remap()
 
     def cut_torn_tail(self) -> None:
