@@ -218,6 +218,7 @@ class WalEngine:
             sync=self._sync == "always",
             file_size=self._segment_size,
             readonly=self._readonly,
+            preallocator=self._prealloc,
         )
 
     def _check_commit_index(self) -> None:
@@ -642,10 +643,10 @@ class WalEngine:
         return self.apply([(key, value)])[0]
 
     def get(self, key: bytes) -> bytes | None:
-        """The value of ``key`` or ``None``; checksum verified.  O(1) + O(len(value))."""
-        if type(key) is not bytes:
-            raise TypeError(f"key must be bytes, got {type(key).__name__}")
-        self._live()
+        """The value of ``key`` or ``None``; checksum verified.  O(1) + O(len(value)).
+
+        Raises ``EngineClosedError`` after close (the key/value store refuses).
+        """
         return self._kv.get(key)  # type: ignore[union-attr,no-any-return]
 
     def delete(self, key: bytes) -> bytes | None:

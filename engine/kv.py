@@ -75,6 +75,7 @@ from segwal.wal.format import (
     encode_frame,
     scan_frames,
 )
+from segwal.wal.prealloc import Preallocator
 from segwal.wal.segment import SegmentFile, io_error, recover_tail
 from segwal.wal.types import LogId
 
@@ -307,6 +308,7 @@ class KVStore:
         "_poisoned",
         "_closed",
         "_wlock",
+        "_pa",
     )
 
     def __init__(self) -> None:  # use KVStore.open
@@ -319,6 +321,7 @@ class KVStore:
         self._poisoned: BaseException | None = None
         self._closed = False
         self._wlock = threading.Lock()
+        self._pa: Preallocator | None = None
 
     # -- opening ---------------------------------------------------------------
 
@@ -336,6 +339,7 @@ class KVStore:
         compact_min_dead: int = 16 << 20,
         compact_ratio: float = 0.5,
         keep_other_generations: bool = False,
+        preallocator: Preallocator | None = None,
     ) -> KVStore:
         """Open (or create) the store in directory ``path`` (which must exist, except
         in read-only mode).
@@ -370,6 +374,7 @@ class KVStore:
         self._prealloc = max(4096, min(file_size, 4 << 20))
         self._min_dead = compact_min_dead
         self._ratio = compact_ratio
+        self._pa = None if readonly else preallocator
         try:
             self._recover(keep_other_generations)
         except BaseException:
@@ -442,6 +447,18 @@ class KVStore:
         elif not self._readonly:
             self._active = self._create(base if merged else 1)
             self._files.append(self._active)
+        self._preallocate(None, self._active)
+
+    def _preallocate(self, old: SegmentFile | None, new: SegmentFile | None) -> None:
+        """Move background zero-filling from ``old`` to the new active file."""
+        pa = self._pa
+        if pa is None:
+            return
+        if old is not None:
+            pa.unregister(old)
+            old.stop_zeroing()
+        if new is not None:
+            pa.register(new, self._file_size)
 
     def _create(self, seq: int) -> SegmentFile:
         """Create record file ``seq`` with its header durable, and its name durable."""
@@ -784,6 +801,9 @@ class KVStore:
             prev_crc = seg.last_crc
             frame = encode_frame(KIND_KV, 0, body, offset=off, durable=seg.durable, prev_crc=prev_crc, count=n)
             seg.append(frame)  # cuts back and raises OutOfSpaceError/StorageIOError on failure
+            pa = self._pa
+            if pa is not None and seg.zeroed - seg.end < pa.ahead // 2:
+                pa.wake()
             if self._sync:
                 try:
                     seg.sync()
@@ -841,6 +861,7 @@ class KVStore:
         """Seal the active file (truncate to its end, fsync) and start the next one."""
         old = self._active
         assert old is not None
+        self._preallocate(old, None)
         try:
             old.file.truncate(old.end)
             old.file.fsync()
@@ -863,6 +884,7 @@ class KVStore:
             raise
         self._files.append(new)
         self._active = new
+        self._preallocate(None, new)
         return new
 
     def _discard(self, name: str) -> None:
@@ -990,9 +1012,11 @@ class KVStore:
                 self._discard(tmp.rsplit("/", 1)[1])
             raise
         old_files = self._files
+        self._preallocate(self._active, None)
         self._kd = new_kd  # readers switch here; old maps stay valid while referenced
         self._files = [seg]
         self._active = seg
+        self._preallocate(None, seg)
         self._live = live
         self._dead = 0
         for old in old_files:
@@ -1042,6 +1066,7 @@ class KVStore:
                 return
             try:
                 seg = self._active
+                self._preallocate(seg, None)
                 if clean and seg is not None and not self._readonly and self._poisoned is None:
                     self._flush()
                     body = encode_kv_body([], [], [], self._applied, FLAG_CLOSE)

@@ -112,6 +112,7 @@ class SegmentFile:
         "lock",
         "zeroed",
         "zero_failed",
+        "zero_stopped",
     )
 
     def __init__(self, fs: FileSystem, path: str, file: File, seq: int, uid: int, base: int, prealloc: int) -> None:
@@ -136,6 +137,8 @@ class SegmentFile:
         #: Set when a background sync of this file failed: the next :meth:`sync` must
         #: fail too (the error may have consumed the writer's own dirty pages).
         self.zero_failed: OSError | None = None
+        #: No more zeros may be written (the file is being sealed, trimmed or closed).
+        self.zero_stopped = False
 
     # -- creation and opening -------------------------------------------------
 
@@ -283,7 +286,7 @@ class SegmentFile:
         with self.lock:
             start = max(self.zeroed, self.end)
             n = min(chunk, limit - start)
-            if n <= 0 or self.zero_failed is not None:
+            if n <= 0 or self.zero_failed is not None or self.zero_stopped:
                 return False
             self.file.pwrite(memoryview(_ZEROS)[:n] if n <= len(_ZEROS) else bytes(n), start)
             self.capacity = max(self.capacity, start + n)
@@ -297,10 +300,20 @@ class SegmentFile:
                 self.zeroed = max(self.zeroed, start + n)
         return True
 
+    def stop_zeroing(self) -> None:
+        """No more background zeros for this file (before it is sealed or closed).
+
+        Taken under the file's lock, so a preallocation step already under way
+        has finished writing, and none starts after it.
+        """
+        with self.lock:
+            self.zero_stopped = True
+
     def trim(self) -> None:
         """Cut preallocated zeros after :attr:`end` and sync (at seal and clean close):
         a sealed segment has its exact length, and a reopen scans nothing after it."""
         with self.lock:
+            self.zero_stopped = True
             if self.capacity > self.end:
                 try:
                     self.file.truncate(self.end)
