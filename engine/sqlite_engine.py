@@ -153,7 +153,6 @@ class SqliteEngine:
     # -- opening ------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        created = not os.path.exists(self._db_path)
         try:
             conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
@@ -168,7 +167,8 @@ class SqliteEngine:
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-                if not meta:
+                created = not meta  # new, or its creation was interrupted before this commit
+                if created:
                     conn.execute("INSERT INTO meta VALUES ('format', ?), ('last_index', ?)", (_FORMAT, _U64.pack(0)))
                     meta = {"format": _FORMAT, "last_index": _U64.pack(0)}
                 conn.execute("COMMIT")
@@ -214,9 +214,9 @@ class SqliteEngine:
 
     def _translate(self, e: sqlite3.Error, doing: str) -> SegwalError:
         """Map a sqlite3 error to segwal's error tree."""
-        if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
-            if "malformed" in str(e) or "not a database" in str(e):
-                return CorruptionError(f"{doing}: {e}", path=self._db_path)
+        damaged = "malformed" in str(e) or "not a database" in str(e)
+        if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError) and damaged:
+            return CorruptionError(f"{doing}: {e}", path=self._db_path)
         return StorageIOError(errno.EIO, f"SQLite failed {doing}: {e}", self._db_path)
 
     def _check_open(self) -> sqlite3.Connection:
@@ -312,8 +312,7 @@ class SqliteEngine:
                 ],
             )
             self._last = from_index - 1
-            if from_index <= self._first:
-                self._first = from_index
+            self._first = min(self._first, from_index)
 
     def purge_logs(self, cutoff: LogId, /) -> None:
         """Remove every entry <= ``cutoff.index`` and record ``cutoff`` as the boundary.

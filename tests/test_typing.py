@@ -44,12 +44,16 @@ def test_engines_satisfy_the_storage_engine_protocol(tmp_path: Path) -> None:
             from segwal.engine import WalEngine
             from segwal.engine.memory import InMemoryEngine
             from segwal.engine.protocol import StorageEngine
+            from segwal.engine.rocksdb_engine import RocksDBEngine
+            from segwal.engine.sqlite_engine import SqliteEngine
 
             def use(engine: StorageEngine) -> None:
                 engine.last_index()
 
             use(WalEngine("/tmp/never-opened"))
             use(InMemoryEngine())
+            use(SqliteEngine("/tmp/never-opened"))
+            use(RocksDBEngine("/tmp/never-opened"))
             """
         )
     )
