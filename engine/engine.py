@@ -334,15 +334,15 @@ class WalEngine:
             self._reject(batch)
         if n > SMALL_BATCH:
             t = np.array(terms)
-            if t.dtype.kind not in "iu" or t.min() < 0 or (n > 1 and bool((t[1:] < t[:-1]).any())):
+            # non-decreasing and the first >= 0 means all >= 0
+            if t.dtype.kind not in "iu" or terms[0] < 0 or bool((t[1:] < t[:-1]).any()):
                 self._reject(batch)
-            try:
-                sizes = np.fromiter(map(len, payloads), dtype=np.uint64, count=n)
-            except TypeError:
+            if not _BYTES_ONLY.issuperset(map(type, payloads)):
                 self._reject(batch)
-            if int(sizes.max()) > _MAX_PAYLOAD or not _BYTES_ONLY.issuperset(map(type, payloads)):
+            sizes = np.fromiter(map(len, payloads), dtype=np.uint64, count=n)
+            total = int(sizes.sum())  # bounds every payload too
+            if total > _MAX_PAYLOAD:
                 self._reject(batch)
-            total = int(sizes.sum())
             terms = t  # the encoder reuses the validated array
         else:
             if not (

@@ -447,7 +447,6 @@ class KVStore:
         elif not self._readonly:
             self._active = self._create(base if merged else 1)
             self._files.append(self._active)
-        self._preallocate(None, self._active)
 
     def _preallocate(self, old: SegmentFile | None, new: SegmentFile | None) -> None:
         """Move background zero-filling from ``old`` to the new active file."""
@@ -803,7 +802,7 @@ class KVStore:
             seg.append(frame)  # cuts back and raises OutOfSpaceError/StorageIOError on failure
             pa = self._pa
             if pa is not None and seg.zeroed - seg.end < pa.ahead // 2:
-                pa.wake()
+                pa.register(seg, self._file_size)  # from the first write on; a no-op after
             if self._sync:
                 try:
                     seg.sync()

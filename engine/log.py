@@ -25,6 +25,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import xxhash
@@ -114,9 +115,11 @@ class SegmentInfo:
     sealed: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _View:
-    """What readers see: entries ``lo..hi`` live in ``segs`` (bases in ``bases``)."""
+class _View(NamedTuple):
+    """What readers see: entries ``lo..hi`` live in ``segs`` (bases in ``bases``).
+
+    Immutable and replaced whole by the writer after each change (a NamedTuple:
+    cheap to build, as every append builds one)."""
 
     lo: int
     hi: int
@@ -159,6 +162,7 @@ class SegmentedLog:
         self._ckpt_end = 0
         self._ckpt_frames = 0
         self._ckpt_dirty = False
+        self._opened_end = 0
         self._view = _View(1, 0, (), [])
 
     # ------------------------------------------------------------------ open
@@ -340,10 +344,9 @@ class SegmentedLog:
                 self.poisoned = e
                 raise
         f.durable = f.end
+        self._opened_end = f.end
         seg.index = index
         seg.last = last
-        if self.preallocator is not None and not self.readonly:
-            self.preallocator.register(f, self.segment_size)
         self._ckpt_end = start
         self._ckpt_frames = len(rec.frames)
         self._ckpt_dirty = bool(rec.frames) or start == SEGMENT_HEADER_SIZE
@@ -579,7 +582,9 @@ class SegmentedLog:
             self._write_frame(f, fr)
             pa = self.preallocator
             if pa is not None and f.zeroed - f.end < pa.ahead // 2:
-                pa.wake()
+                # Preallocation starts with the first write: an engine only read
+                # never changes its files.  (Registering again is a cheap no-op.)
+                pa.register(f, self.segment_size)
             assert fr.slot_offsets is not None
             tail.index.set_from(first - tail.base, fr.slot_offsets)
             tail.last = first + n - 1
@@ -716,7 +721,7 @@ class SegmentedLog:
         seg.file = f
         seg.index = index
         if self.preallocator is not None:
-            self.preallocator.register(f, self.segment_size)
+            self.preallocator.register(f, self.segment_size)  # it is being written
         gone = [s for s in keep if s.seq not in live] + dropped
         self._segs = [s for s in keep if s.seq in live] + [seg]
         self._ckpt_end = SEGMENT_HEADER_SIZE
@@ -886,10 +891,14 @@ class SegmentedLog:
             tail = self._segs[-1]
             f = tail.file
             assert f is not None
-            try:
-                f.trim()  # a reopen then has nothing past the end to scan
-            except SegwalError as e:
-                log.warning("trimming %s at close failed: %s", f.path, e)
+            if f.capacity > f.end and (f.zeroed > 0 or f.durable > self._opened_end):
+                # This session wrote or preallocated: cut the zeros past the end, so
+                # a reopen has nothing to scan.  (A session that only read leaves
+                # the files as they were.)
+                try:
+                    f.trim()
+                except SegwalError as e:
+                    log.warning("trimming %s at close failed: %s", f.path, e)
             self._ckpt_dirty = True
             self.checkpoint()
             if self.manifest.tail_durable != f.end or self.manifest.segments[-1].last != tail.last:

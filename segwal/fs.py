@@ -170,7 +170,7 @@ class OsFile:
 
     def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
         """Write the buffers back to back at ``offset``."""
-        total = sum(len(b) for b in buffers)
+        total = sum(map(len, buffers))
         if len(buffers) <= 512:
             n = os.pwritev(self.fd, buffers, offset)
             if n == total:

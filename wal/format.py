@@ -54,7 +54,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import crc32c as _crc32c_mod
 import numpy as np
@@ -209,9 +209,12 @@ def _pack_header(
     return raw[:36] + hcrc.to_bytes(4, "little"), hcrc
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedFrame:
-    """A frame ready to write: ``buffers`` go back to back at the frame's offset."""
+class EncodedFrame(NamedTuple):
+    """A frame ready to write: ``buffers`` go back to back at the frame's offset.
+
+    A NamedTuple, not a frozen dataclass: one is built per append, and on the
+    single-entry path the dataclass constructor alone cost ~0.7 us.
+    """
 
     buffers: tuple[bytes, ...]
     frame_len: int

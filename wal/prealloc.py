@@ -40,9 +40,11 @@ class Preallocator:
         self._thread.start()
 
     def register(self, f: SegmentFile, limit: int) -> None:
-        """Keep ``f`` zeroed ahead of its writer, up to byte ``limit``."""
+        """Keep ``f`` zeroed ahead of its writer, up to byte ``limit`` (idempotent;
+        also wakes the thread, so writers call it whenever they run low)."""
         with self._cond:
-            self._files[id(f)] = (f, limit)
+            if not self._stop:
+                self._files[id(f)] = (f, limit)
             self._cond.notify()
 
     def unregister(self, f: SegmentFile) -> None:

@@ -9,6 +9,7 @@ with the file, the offset and the log index.
 from __future__ import annotations
 
 from itertools import repeat
+from operator import add as _add
 import numpy as np
 import xxhash
 
@@ -61,46 +62,52 @@ def read_entries(buf: bytes | memoryview, slot_offsets: np.ndarray, first_index:
     n = len(slot_offsets)
     if n == 0:
         return []
-    offs = slot_offsets.astype(np.int64)
     size = len(buf)
-    if int(offs.max()) + SLOT_SIZE > size:
-        bad = int(np.flatnonzero(offs + SLOT_SIZE > size)[0])
+    o0 = int(slot_offsets[0])
+    if int(slot_offsets[-1]) - o0 == SLOT_SIZE * (n - 1) and o0 + SLOT_SIZE * n <= size:
+        # One batch (the common case): a single structured view, no run analysis.
+        t = np.frombuffer(buf, dtype=SLOT_DTYPE, count=n, offset=o0)
+    else:
+        t = _gather_slots(buf, slot_offsets.astype(np.int64), first_index, path)
+    terms = t["term"]
+    ps = t["pstart"].tolist()
+    pe = list(map(_add, ps, t["plen"].tolist()))
+    # A payload that runs past the end comes back short and fails its check.
+    payloads = list(map(buf.__getitem__, map(slice, ps, pe)))
+    if payloads and not isinstance(payloads[0], bytes):
+        payloads = list(map(bytes, payloads))
+    expect = (t["check"] ^ terms).tolist()
+    if list(map(_xxh3, payloads, range(first_index, first_index + n))) != expect:
+        for i, p in enumerate(payloads):
+            if _xxh3(p, first_index + i) != expect[i]:
+                off = int(slot_offsets[i])
+                if ps[i] + len(p) != pe[i]:
+                    raise CorruptionError(
+                        "entry payload runs past the end of the segment", path=path, offset=off, index=first_index + i
+                    )
+                raise CorruptionError("entry checksum mismatch", path=path, offset=off, index=first_index + i)
+    return list(map(_new, repeat(Entry), zip(range(first_index, first_index + n), terms.tolist(), payloads)))
+
+
+def _gather_slots(buf: bytes | memoryview, offs: np.ndarray, first_index: int, path: str) -> np.ndarray:
+    """The slots at ``offs`` (several batches) as one structured array.
+
+    Runs of adjacent slots are one batch each: a structured view per run; many
+    short runs (small batches) are gathered in one fancy-indexing pass instead.
+    """
+    n = len(offs)
+    size = len(buf)
+    if int(offs.max()) + SLOT_SIZE > size or int(offs.min()) < 0:
+        bad = int(np.flatnonzero((offs + SLOT_SIZE > size) | (offs < 0))[0])
         raise CorruptionError(
             "index points past the end of the segment", path=path, offset=int(offs[bad]), index=first_index + bad
         )
-    # Runs of adjacent slots are one batch each: a structured view per run.  Many
-    # short runs (small batches) are gathered in one fancy-indexing pass instead.
     breaks = np.flatnonzero(np.diff(offs) != SLOT_SIZE) + 1
     if len(breaks) >= _MAX_RUNS:
         rows = np.frombuffer(buf, dtype=np.uint8)[offs[:, None] + _SLOT_BYTES]
-        t = rows.view(SLOT_DTYPE).reshape(n)
-        terms, pstart, plen, check = t["term"], t["pstart"], t["plen"], t["check"]
-    elif len(breaks) == 0:
-        t = np.frombuffer(buf, dtype=SLOT_DTYPE, count=n, offset=int(offs[0]))
-        terms, pstart, plen, check = t["term"], t["pstart"], t["plen"], t["check"]
-    else:
-        bounds = [0, *breaks.tolist(), n]
-        parts = [
-            np.frombuffer(buf, dtype=SLOT_DTYPE, count=b - a, offset=int(offs[a]))
-            for a, b in zip(bounds, bounds[1:])
-        ]
-        t = np.concatenate(parts)
-        terms, pstart, plen, check = t["term"], t["pstart"], t["plen"], t["check"]
-    pend = pstart.astype(np.int64) + plen
-    if n and int(pend.max()) > size:
-        bad = int(np.flatnonzero(pend > size)[0])
-        raise CorruptionError(
-            "entry payload runs past the end of the segment",
-            path=path,
-            offset=int(offs[bad]),
-            index=first_index + bad,
-        )
-    payloads = list(map(buf.__getitem__, map(slice, pstart.tolist(), pend.tolist())))
-    if not isinstance(payloads[0], bytes):
-        payloads = list(map(bytes, payloads))
-    hashes = np.fromiter(map(_xxh3, payloads, range(first_index, first_index + n)), dtype=np.uint64, count=n)
-    bad_mask = (hashes ^ terms) != check
-    if bad_mask.any():
-        bad = int(np.flatnonzero(bad_mask)[0])
-        raise CorruptionError("entry checksum mismatch", path=path, offset=int(offs[bad]), index=first_index + bad)
-    return list(map(_new, repeat(Entry), zip(range(first_index, first_index + n), terms.tolist(), payloads)))
+        return rows.view(SLOT_DTYPE).reshape(n)
+    bounds = [0, *breaks.tolist(), n]
+    parts = [
+        np.frombuffer(buf, dtype=SLOT_DTYPE, count=b - a, offset=int(offs[a])) for a, b in zip(bounds, bounds[1:])
+    ]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
