@@ -817,45 +817,35 @@ class SegmentedLog:
 
         Commit point: the manifest rename.
         """
-        self._check_writable()
-        m = self.manifest
-        nm = replace(
-            m,
-            revision=m.revision + 1,
-            purge=None,
-            tail_durable=0,
-            segments=(),
-            kv_generation=m.kv_generation + 1,
-            reset_pending=True,
-        )
-        self._write_manifest(nm)
-        gone = self._segs
-        self._segs = []
-        self._delete_files(gone)
-        self._tail_term = 0
-        self._publish()
+        self._replace_all(None, self.manifest.kv_generation + 1)
 
     def install(self, cutoff: LogId, kv_generation: int) -> None:
         """Drop every segment, set the purge boundary to ``cutoff`` and switch to
         ``kv_generation`` (already written and durable), in one manifest write:
         the commit point of a snapshot install.
         """
+        self._replace_all(cutoff, kv_generation)
+
+    def _replace_all(self, boundary: LogId | None, kv_generation: int) -> None:
+        """Empty the log (boundary ``boundary``) and switch the KV generation in one
+        manifest write; then unlink every old segment.  A reset (no boundary) marks
+        the manifest so the hard state's commit index makes no claim on the log."""
         self._check_writable()
         m = self.manifest
         nm = replace(
             m,
             revision=m.revision + 1,
-            purge=cutoff,
+            purge=boundary,
             tail_durable=0,
             segments=(),
             kv_generation=kv_generation,
-            reset_pending=False,
+            reset_pending=boundary is None,
         )
         self._write_manifest(nm)
         gone = self._segs
         self._segs = []
         self._delete_files(gone)
-        self._tail_term = cutoff.term
+        self._tail_term = 0 if boundary is None else boundary.term
         self._publish()
 
     def flush(self) -> None:

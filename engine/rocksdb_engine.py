@@ -4,7 +4,8 @@ A reference custom engine (issue 5, section 4): the d-engine design's
 "production-grade" RocksDB engine, with write batches, and a baseline for the
 benchmarks.  It follows :class:`~segwal.engine.memory.InMemoryEngine` edge
 case for edge case and validates batches with the same
-:func:`~segwal.engine.memory.check_batch`.
+:func:`~segwal.engine.contract.check_batch` (and the other rules of
+:mod:`segwal.engine.contract`).
 
 rocksdict is an optional dependency (``pip install 'segwal[rocksdb]'``): this
 module imports without it, and :class:`RocksDBEngine` raises a clear
@@ -50,11 +51,31 @@ import os
 import struct
 import threading
 from collections.abc import Iterable
-from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Final, Literal, Self
+from types import ModuleType
+from typing import TYPE_CHECKING, Final, Literal
 
+from segwal.engine.contract import (
+    CachedStateMixin,
+    appended_bounds,
+    check_batch,
+    check_bytes,
+    check_changes,
+    check_hard_state,
+    check_int,
+    check_log_end,
+    check_sync_mode,
+    clip_range,
+    decode_logid,
+    decode_u64,
+    encode_logid,
+    encode_u64,
+    purge_needed,
+    purged_bounds,
+    stage_changes,
+    truncate_needed,
+    truncated_bounds,
+)
 from segwal.engine.hardstate import decode_hard_state, encode_hard_state
-from segwal.engine.memory import _check_bytes, _check_int, _check_u64, check_batch
 from segwal.engine.sqlite_engine import open_locked_directory
 from segwal.engine.types import HardState
 from segwal.errors import CorruptionError, EngineClosedError, SegwalError, StorageIOError
@@ -68,8 +89,6 @@ __all__ = ["RocksDBEngine", "DB_DIR"]
 
 DB_DIR: Final = "db"
 _FORMAT: Final = b"1"
-_U64: Final = struct.Struct(">Q")
-_LOGID: Final = struct.Struct(">QQ")
 _KV: Final = b"K"
 _LOG: Final = b"L"
 _LOG_END: Final = b"M"  # first key after every log key
@@ -80,6 +99,8 @@ _M_BOUNDARY: Final = b"Mboundary"
 _M_APPLIED: Final = b"Mapplied"
 _M_HARD: Final = b"Mhard_state"
 _MAX: Final = (1 << 64) - 1
+_U64: Final = struct.Struct(">Q")
+"""Log keys and the term prefix of log values: a big-endian u64."""
 
 
 def _import_rocksdict() -> ModuleType:
@@ -103,14 +124,7 @@ def _log_key_after(index: int) -> bytes:
     return _LOG_END if index >= _MAX else _log_key(index + 1)
 
 
-def _logid_of(blob: bytes, name: str, path: str) -> LogId:
-    if len(blob) != _LOGID.size:
-        raise CorruptionError(f"meta key {name!r} is {len(blob)} bytes, expected {_LOGID.size}", path=path)
-    term, index = _LOGID.unpack(blob)
-    return LogId(term, index)
-
-
-class RocksDBEngine:
+class RocksDBEngine(CachedStateMixin):
     """A durable :class:`~segwal.engine.protocol.StorageEngine` on RocksDB (rocksdict).
 
     Args:
@@ -133,11 +147,14 @@ class RocksDBEngine:
 
     After :meth:`close`, every method but :meth:`close` raises
     :class:`~segwal.errors.EngineClosedError`.  Calls are serialised by a lock.
+    The cached reads (``first_index``, ``last_index``, ``purge_boundary``,
+    ``last_applied``), ``is_write_durable`` and ``with`` support come from
+    :class:`~segwal.engine.contract.CachedStateMixin`; the argument checks and
+    log rules from the functions of :mod:`segwal.engine.contract`.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, sync: Literal["always", "flush"] = "always") -> None:
-        if sync not in ("always", "flush"):
-            raise ValueError(f"sync must be 'always' or 'flush', got {sync!r}")
+        check_sync_mode(sync)
         self._rd = _import_rocksdict()
         self._sync = sync
         self._mutex = threading.RLock()
@@ -171,7 +188,7 @@ class RocksDBEngine:
                 # before this batch): initialise it, then make db/ durable
                 wb = rd.WriteBatch(raw_mode=True)
                 wb.put(_M_FORMAT, _FORMAT)
-                wb.put(_M_LAST, _U64.pack(0))
+                wb.put(_M_LAST, encode_u64(0))
                 db.write(wb, self._sync_opts)
                 OsFileSystem().fsync_dir(self._path)  # the new db/ directory itself
             self._load_meta(db)
@@ -192,14 +209,11 @@ class RocksDBEngine:
         fmt = db.get(_M_FORMAT)
         if fmt != _FORMAT:
             raise CorruptionError(f"not a segwal RocksDB database (format {fmt!r})", path=self._db_path)
-        raw_last = db.get(_M_LAST)
-        if raw_last is None or len(raw_last) != _U64.size:
-            raise CorruptionError("meta key 'last_index' is missing or damaged", path=self._db_path)
-        self._last: int = _U64.unpack(raw_last)[0]
+        self._last: int = decode_u64(db.get(_M_LAST), "meta key 'last_index'", self._db_path)
         raw = db.get(_M_BOUNDARY)
-        self._boundary: LogId | None = None if raw is None else _logid_of(raw, "boundary", self._db_path)
+        self._boundary: LogId | None = None if raw is None else decode_logid(raw, "meta key 'boundary'", self._db_path)
         raw = db.get(_M_APPLIED)
-        self._applied: LogId | None = None if raw is None else _logid_of(raw, "applied", self._db_path)
+        self._applied: LogId | None = None if raw is None else decode_logid(raw, "meta key 'applied'", self._db_path)
         read_opts = self._rd.ReadOptions()
         read_opts.set_iterate_upper_bound(_LOG_END)
         it = db.iter(read_opts)
@@ -215,8 +229,7 @@ class RocksDBEngine:
         else:
             self._first = _U64.unpack(first_key[1:])[0]
             last = _U64.unpack(last_key[1:])[0] if last_key is not None else self._first
-            if last != self._last:
-                raise CorruptionError(f"log ends at {last} but last_index is {self._last}", path=self._db_path, index=last)
+            check_log_end(last, self._last, self._db_path)
 
     def _translate(self, e: Exception, doing: str) -> SegwalError:
         """Map a rocksdict exception to segwal's error tree."""
@@ -282,11 +295,9 @@ class RocksDBEngine:
             pack = _U64.pack
             for e in batch:
                 wb.put(_LOG + pack(e.index), pack(e.term) + e.payload)
-            wb.put(_M_LAST, pack(last))
+            wb.put(_M_LAST, encode_u64(last))
             self._commit(wb, "persisting entries")
-            if self._first > self._last:
-                self._first = head
-            self._last = last
+            self._first, self._last = appended_bounds(self._first, self._last, batch)
 
     def truncate(self, from_index: int, /) -> None:
         """Remove every entry >= ``from_index``; a no-op beyond the end.
@@ -296,19 +307,13 @@ class RocksDBEngine:
         """
         with self._mutex:
             self._check_open()
-            _check_int("from_index", from_index)
-            if from_index < 1:
-                raise ValueError(f"from_index must be >= 1, got {from_index}")
-            if self._boundary is not None and from_index <= self._boundary.index:
-                raise ValueError(f"from_index {from_index} is at or below the purge boundary {self._boundary.index}")
-            if from_index > self._last:
+            if not truncate_needed(from_index, last_index=self._last, boundary=self._boundary):
                 return
             wb = self._batch()
             wb.delete_range(_log_key(from_index), _LOG_END)
-            wb.put(_M_LAST, _U64.pack(from_index - 1))
+            wb.put(_M_LAST, encode_u64(from_index - 1))
             self._commit(wb, "truncating the log")
-            self._last = from_index - 1
-            self._first = min(self._first, from_index)
+            self._first, self._last = truncated_bounds(self._first, from_index)
 
     def purge_logs(self, cutoff: LogId, /) -> None:
         """Remove every entry <= ``cutoff.index`` and record ``cutoff`` as the boundary.
@@ -320,27 +325,16 @@ class RocksDBEngine:
         """
         with self._mutex:
             self._check_open()
-            if not isinstance(cutoff, LogId):
-                raise TypeError(f"cutoff must be a LogId, got {type(cutoff).__name__}")
-            _check_u64("cutoff.index", cutoff.index)
-            _check_u64("cutoff.term", cutoff.term)
+            if not purge_needed(cutoff, first_index=self._first, boundary=self._boundary, term_at=self._term_at):
+                return
             k = cutoff.index
-            if self._boundary is not None and k <= self._boundary.index:
-                return
-            if self._boundary is None and k < self._first - 1:
-                return
-            term = self._term_at(k)
-            if term is not None and term != cutoff.term:
-                raise ValueError(f"cutoff {cutoff}: entry {k} has term {term}, not {cutoff.term}")
-            new_last = max(self._last, k)
+            new_first, new_last = purged_bounds(self._first, self._last, k)
             wb = self._batch()
             wb.delete_range(_LOG, _log_key_after(k))
-            wb.put(_M_LAST, _U64.pack(new_last))
-            wb.put(_M_BOUNDARY, _LOGID.pack(cutoff.term, cutoff.index))
+            wb.put(_M_LAST, encode_u64(new_last))
+            wb.put(_M_BOUNDARY, encode_logid(cutoff))
             self._commit(wb, "purging the log")
-            non_empty = self._first <= self._last and k < self._last
-            self._first = k + 1 if non_empty else new_last + 1
-            self._last = new_last
+            self._first, self._last = new_first, new_last
             self._boundary = cutoff
 
     def flush(self) -> None:
@@ -365,7 +359,7 @@ class RocksDBEngine:
             wb.delete_range(_KV, _KV_END)
             wb.delete(_M_BOUNDARY)
             wb.delete(_M_APPLIED)
-            wb.put(_M_LAST, _U64.pack(0))
+            wb.put(_M_LAST, encode_u64(0))
             self._commit(wb, "resetting")
             self._first, self._last = 1, 0
             self._boundary = None
@@ -377,7 +371,7 @@ class RocksDBEngine:
         """The entry at ``index``, or ``None`` if it is not in the log.  O(log n): one point lookup."""
         with self._mutex:
             self._check_open()
-            _check_int("index", index)
+            check_int("index", index)
             if not self._first <= index <= self._last:
                 return None
             value = self._read(_log_key(index))
@@ -389,11 +383,10 @@ class RocksDBEngine:
         """Entries with ``start <= index <= end`` that exist, ascending.  O(log n + returned)."""
         with self._mutex:
             db = self._check_open()
-            _check_int("start", start)
-            _check_int("end", end)
-            lo, hi = max(start, self._first), min(end, self._last)
-            if lo > hi:
+            clipped = clip_range(start, end, self._first, self._last)
+            if clipped is None:
                 return []
+            lo, hi = clipped
             read_opts = self._rd.ReadOptions()
             read_opts.set_iterate_upper_bound(_log_key_after(hi))
             out: list[Entry] = []
@@ -411,24 +404,6 @@ class RocksDBEngine:
             except Exception as e:
                 raise self._translate(e, "reading the log") from e
             return out
-
-    def last_index(self) -> int:
-        """Highest index of the log; 0 when new; never lowered by a purge.  O(1) (cached)."""
-        with self._mutex:
-            self._check_open()
-            return self._last
-
-    def first_index(self) -> int:
-        """Lowest readable index; ``last_index() + 1`` when the log is empty.  O(1) (cached)."""
-        with self._mutex:
-            self._check_open()
-            return self._first
-
-    def purge_boundary(self) -> LogId | None:
-        """The last purged :class:`LogId`, or ``None``.  O(1) (cached)."""
-        with self._mutex:
-            self._check_open()
-            return self._boundary
 
     # -- hard state ---------------------------------------------------------
 
@@ -450,15 +425,9 @@ class RocksDBEngine:
         """
         with self._mutex:
             self._check_open()
-            if not isinstance(hs, HardState):
-                raise TypeError(f"hs must be a HardState, got {type(hs).__name__}")
-            _check_u64("hs.current_term", hs.current_term)
-            _check_u64("hs.commit_index", hs.commit_index)
-            if hs.voted_for is not None:
-                _check_u64("hs.voted_for.voted_for_id", hs.voted_for.voted_for_id)
-                _check_u64("hs.voted_for.voted_for_term", hs.voted_for.voted_for_term)
+            encoded = encode_hard_state(check_hard_state(hs))
             wb = self._batch()
-            wb.put(_M_HARD, encode_hard_state(hs))
+            wb.put(_M_HARD, encoded)
             self._commit(wb, "saving the hard state", sync=True)
 
     # -- key/value data -----------------------------------------------------
@@ -470,8 +439,8 @@ class RocksDBEngine:
         """
         with self._mutex:
             self._check_open()
-            k = _check_bytes("key", key)
-            v = _check_bytes("value", value)
+            k = check_bytes("key", key)
+            v = check_bytes("value", value)
             previous = self._read(_KV + k)
             wb = self._batch()
             wb.put(_KV + k, v)
@@ -482,7 +451,7 @@ class RocksDBEngine:
         """The value of ``key`` or ``None``.  O(log n): one point lookup."""
         with self._mutex:
             self._check_open()
-            return self._read(_KV + _check_bytes("key", key))
+            return self._read(_KV + check_bytes("key", key))
 
     def delete(self, key: bytes, /) -> bytes | None:
         """Remove ``key``; return the previous value or ``None``.
@@ -492,7 +461,7 @@ class RocksDBEngine:
         """
         with self._mutex:
             self._check_open()
-            k = _check_bytes("key", key)
+            k = check_bytes("key", key)
             previous = self._read(_KV + k)
             if previous is not None:
                 wb = self._batch()
@@ -512,24 +481,8 @@ class RocksDBEngine:
         """
         with self._mutex:
             self._check_open()
-            if applied is not None and not isinstance(applied, LogId):
-                raise TypeError(f"applied must be a LogId or None, got {type(applied).__name__}")
-            if applied is not None:
-                _check_u64("applied.index", applied.index)
-                _check_u64("applied.term", applied.term)
-            staged: list[tuple[bytes, bytes | None]] = []
-            for position, change in enumerate(changes):
-                if not isinstance(change, (tuple, list)) or len(change) != 2:
-                    raise TypeError(f"changes[{position}] must be a (key, value) pair, got {change!r}")
-                key, value = change
-                k = _check_bytes(f"changes[{position}] key", key)
-                v = None if value is None else _check_bytes(f"changes[{position}] value", value)
-                staged.append((k, v))
-            overlay: dict[bytes, bytes | None] = {}
-            previous: list[bytes | None] = []
-            for k, v in staged:
-                previous.append(overlay[k] if k in overlay else self._read(_KV + k))
-                overlay[k] = v
+            staged = check_changes(changes, applied)
+            previous, overlay = stage_changes(staged, lambda k: self._read(_KV + k))
             wb = self._batch()
             for k, v in overlay.items():
                 if v is None:
@@ -537,24 +490,14 @@ class RocksDBEngine:
                 else:
                     wb.put(_KV + k, v)
             if applied is not None:
-                wb.put(_M_APPLIED, _LOGID.pack(applied.term, applied.index))
+                wb.put(_M_APPLIED, encode_logid(applied))
             if overlay or applied is not None:
                 self._commit(wb, "applying changes")
             if applied is not None:
                 self._applied = applied
             return previous
 
-    def last_applied(self) -> LogId | None:
-        """The :class:`LogId` last recorded by :meth:`apply`, or ``None``.  O(1) (cached)."""
-        with self._mutex:
-            self._check_open()
-            return self._applied
-
     # -- lifecycle ----------------------------------------------------------
-
-    def is_write_durable(self) -> bool:
-        """``True`` in ``"always"`` mode: every mutating call is durable on return.  O(1)."""
-        return self._sync == "always"
 
     def close(self) -> None:
         """Fsync the WAL, close the database, release the lock.  Idempotent.
@@ -574,18 +517,3 @@ class RocksDBEngine:
                 finally:
                     del self._db
                     self._lock.release()
-
-    def __enter__(self) -> Self:
-        """Return the engine itself."""
-        self._check_open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-        /,
-    ) -> None:
-        """Close the engine."""
-        self.close()

@@ -4,7 +4,7 @@ A reference custom engine (issue 5, section 4): it shows how a user plugs a
 general-purpose database behind segwal's contract, passes the conformance kit
 (``segwal.conformance``), and serves as a baseline for the benchmarks.  It
 follows :class:`~segwal.engine.memory.InMemoryEngine` edge case for edge case
-and validates batches with the same :func:`~segwal.engine.memory.check_batch`.
+and applies the same rules, from :mod:`segwal.engine.contract`.
 
 Directory layout::
 
@@ -46,15 +46,33 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-import struct
 import threading
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Final, Literal, Self
+from typing import Final, Literal
 
-from segwal.engine.engine import _make_dirs
+from segwal.engine.contract import (
+    CachedStateMixin,
+    appended_bounds,
+    check_batch,
+    check_bytes,
+    check_changes,
+    check_hard_state,
+    check_int,
+    check_log_end,
+    check_sync_mode,
+    clip_range,
+    decode_logid,
+    decode_u64,
+    encode_logid,
+    encode_u64,
+    make_dirs,
+    purge_needed,
+    purged_bounds,
+    stage_changes,
+    truncate_needed,
+    truncated_bounds,
+)
 from segwal.engine.hardstate import decode_hard_state, encode_hard_state
-from segwal.engine.memory import _check_bytes, _check_int, _check_u64, check_batch
 from segwal.engine.types import HardState
 from segwal.errors import CorruptionError, EngineClosedError, LockedError, SegwalError, StorageIOError
 from segwal.fs import Lock, OsFileSystem
@@ -67,8 +85,6 @@ LOCK_NAME: Final = "LOCK"
 _FORMAT: Final = b"1"
 _BIAS: Final = 1 << 63
 """Stored integer = u64 value - 2**63: the u64 range maps onto SQLite's i64, order kept."""
-_U64: Final = struct.Struct(">Q")
-_LOGID: Final = struct.Struct(">QQ")
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS log(idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, payload BLOB NOT NULL)",
@@ -89,7 +105,7 @@ def open_locked_directory(path: str | os.PathLike[str]) -> tuple[str, Lock]:
     fs = OsFileSystem()
     abspath = os.path.abspath(os.fspath(path))
     try:
-        _make_dirs(fs, abspath)
+        make_dirs(fs, abspath)
         try:
             return abspath, fs.lock(os.path.join(abspath, LOCK_NAME))
         except BlockingIOError:
@@ -102,18 +118,7 @@ def open_locked_directory(path: str | os.PathLike[str]) -> tuple[str, Lock]:
         raise StorageIOError(e.errno or errno.EIO, f"opening engine directory failed: {e.strerror or e}", abspath) from e
 
 
-def _logid_blob(lid: LogId) -> bytes:
-    return _LOGID.pack(lid.term, lid.index)
-
-
-def _logid_of(blob: bytes, name: str, path: str) -> LogId:
-    if len(blob) != _LOGID.size:
-        raise CorruptionError(f"meta row {name!r} is {len(blob)} bytes, expected {_LOGID.size}", path=path)
-    term, index = _LOGID.unpack(blob)
-    return LogId(term, index)
-
-
-class SqliteEngine:
+class SqliteEngine(CachedStateMixin):
     """A durable :class:`~segwal.engine.protocol.StorageEngine` in one SQLite database.
 
     Args:
@@ -133,11 +138,14 @@ class SqliteEngine:
 
     After :meth:`close`, every method but :meth:`close` raises
     :class:`~segwal.errors.EngineClosedError`.  Calls are serialised by a lock.
+    The cached reads (``first_index``, ``last_index``, ``purge_boundary``,
+    ``last_applied``), ``is_write_durable`` and ``with`` support come from
+    :class:`~segwal.engine.contract.CachedStateMixin`; the argument checks and
+    log rules from the functions of :mod:`segwal.engine.contract`.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, sync: Literal["always", "flush"] = "always") -> None:
-        if sync not in ("always", "flush"):
-            raise ValueError(f"sync must be 'always' or 'flush', got {sync!r}")
+        check_sync_mode(sync)
         self._sync = sync
         self._mutex = threading.RLock()
         self._closed = True
@@ -169,8 +177,8 @@ class SqliteEngine:
                 meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
                 created = not meta  # new, or its creation was interrupted before this commit
                 if created:
-                    conn.execute("INSERT INTO meta VALUES ('format', ?), ('last_index', ?)", (_FORMAT, _U64.pack(0)))
-                    meta = {"format": _FORMAT, "last_index": _U64.pack(0)}
+                    conn.execute("INSERT INTO meta VALUES ('format', ?), ('last_index', ?)", (_FORMAT, encode_u64(0)))
+                    meta = {"format": _FORMAT, "last_index": encode_u64(0)}
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -192,25 +200,19 @@ class SqliteEngine:
     def _load_meta(self, conn: sqlite3.Connection, meta: dict[str, bytes]) -> None:
         if meta.get("format") != _FORMAT:
             raise CorruptionError(f"not a segwal SQLite database (format {meta.get('format')!r})", path=self._db_path)
-        raw_last = meta.get("last_index")
-        if raw_last is None or len(raw_last) != _U64.size:
-            raise CorruptionError("meta row 'last_index' is missing or damaged", path=self._db_path)
-        self._last: int = _U64.unpack(raw_last)[0]
+        self._last: int = decode_u64(meta.get("last_index"), "meta row 'last_index'", self._db_path)
         self._boundary: LogId | None = None
         self._applied: LogId | None = None
         if "boundary" in meta:
-            self._boundary = _logid_of(meta["boundary"], "boundary", self._db_path)
+            self._boundary = decode_logid(meta["boundary"], "meta row 'boundary'", self._db_path)
         if "applied" in meta:
-            self._applied = _logid_of(meta["applied"], "applied", self._db_path)
+            self._applied = decode_logid(meta["applied"], "meta row 'applied'", self._db_path)
         lo, hi = conn.execute("SELECT MIN(idx), MAX(idx) FROM log").fetchone()
         if lo is None:
             self._first: int = self._last + 1
         else:
             self._first = lo + _BIAS
-            if hi + _BIAS != self._last:
-                raise CorruptionError(
-                    f"log ends at {hi + _BIAS} but last_index is {self._last}", path=self._db_path, index=hi + _BIAS
-                )
+            check_log_end(hi + _BIAS, self._last, self._db_path)
 
     def _translate(self, e: sqlite3.Error, doing: str) -> SegwalError:
         """Map a sqlite3 error to segwal's error tree."""
@@ -283,11 +285,9 @@ class SqliteEngine:
             statements.append(
                 ("INSERT INTO log VALUES (?, ?, ?)", [(e.index - _BIAS, e.term - _BIAS, e.payload) for e in batch])
             )
-            statements.append(("UPDATE meta SET value = ? WHERE name = 'last_index'", (_U64.pack(last),)))
+            statements.append(("UPDATE meta SET value = ? WHERE name = 'last_index'", (encode_u64(last),)))
             self._write("persisting entries", statements)
-            if self._first > self._last:
-                self._first = head
-            self._last = last
+            self._first, self._last = appended_bounds(self._first, self._last, batch)
 
     def truncate(self, from_index: int, /) -> None:
         """Remove every entry >= ``from_index``; a no-op beyond the end.
@@ -297,22 +297,16 @@ class SqliteEngine:
         """
         with self._mutex:
             self._check_open()
-            _check_int("from_index", from_index)
-            if from_index < 1:
-                raise ValueError(f"from_index must be >= 1, got {from_index}")
-            if self._boundary is not None and from_index <= self._boundary.index:
-                raise ValueError(f"from_index {from_index} is at or below the purge boundary {self._boundary.index}")
-            if from_index > self._last:
+            if not truncate_needed(from_index, last_index=self._last, boundary=self._boundary):
                 return
             self._write(
                 "truncating the log",
                 [
                     ("DELETE FROM log WHERE idx >= ?", (from_index - _BIAS,)),
-                    ("UPDATE meta SET value = ? WHERE name = 'last_index'", (_U64.pack(from_index - 1),)),
+                    ("UPDATE meta SET value = ? WHERE name = 'last_index'", (encode_u64(from_index - 1),)),
                 ],
             )
-            self._last = from_index - 1
-            self._first = min(self._first, from_index)
+            self._first, self._last = truncated_bounds(self._first, from_index)
 
     def purge_logs(self, cutoff: LogId, /) -> None:
         """Remove every entry <= ``cutoff.index`` and record ``cutoff`` as the boundary.
@@ -324,30 +318,19 @@ class SqliteEngine:
         """
         with self._mutex:
             self._check_open()
-            if not isinstance(cutoff, LogId):
-                raise TypeError(f"cutoff must be a LogId, got {type(cutoff).__name__}")
-            _check_u64("cutoff.index", cutoff.index)
-            _check_u64("cutoff.term", cutoff.term)
+            if not purge_needed(cutoff, first_index=self._first, boundary=self._boundary, term_at=self._term_at):
+                return
             k = cutoff.index
-            if self._boundary is not None and k <= self._boundary.index:
-                return
-            if self._boundary is None and k < self._first - 1:
-                return
-            term = self._term_at(k)
-            if term is not None and term != cutoff.term:
-                raise ValueError(f"cutoff {cutoff}: entry {k} has term {term}, not {cutoff.term}")
-            new_last = max(self._last, k)
+            new_first, new_last = purged_bounds(self._first, self._last, k)
             self._write(
                 "purging the log",
                 [
                     ("DELETE FROM log WHERE idx <= ?", (k - _BIAS,)),
-                    ("UPDATE meta SET value = ? WHERE name = 'last_index'", (_U64.pack(new_last),)),
-                    ("INSERT OR REPLACE INTO meta VALUES ('boundary', ?)", (_logid_blob(cutoff),)),
+                    ("UPDATE meta SET value = ? WHERE name = 'last_index'", (encode_u64(new_last),)),
+                    ("INSERT OR REPLACE INTO meta VALUES ('boundary', ?)", (encode_logid(cutoff),)),
                 ],
             )
-            non_empty = self._first <= self._last and k < self._last
-            self._first = k + 1 if non_empty else new_last + 1
-            self._last = new_last
+            self._first, self._last = new_first, new_last
             self._boundary = cutoff
 
     def flush(self) -> None:
@@ -383,7 +366,7 @@ class SqliteEngine:
                     ("DELETE FROM log", ()),
                     ("DELETE FROM kv", ()),
                     ("DELETE FROM meta WHERE name IN ('boundary', 'applied')", ()),
-                    ("UPDATE meta SET value = ? WHERE name = 'last_index'", (_U64.pack(0),)),
+                    ("UPDATE meta SET value = ? WHERE name = 'last_index'", (encode_u64(0),)),
                 ],
             )
             self._first, self._last = 1, 0
@@ -396,7 +379,7 @@ class SqliteEngine:
         """The entry at ``index``, or ``None`` if it is not in the log.  O(log n): one B-tree lookup."""
         with self._mutex:
             conn = self._check_open()
-            _check_int("index", index)
+            check_int("index", index)
             if not self._first <= index <= self._last:
                 return None
             try:
@@ -409,11 +392,10 @@ class SqliteEngine:
         """Entries with ``start <= index <= end`` that exist, ascending.  O(log n + returned)."""
         with self._mutex:
             conn = self._check_open()
-            _check_int("start", start)
-            _check_int("end", end)
-            lo, hi = max(start, self._first), min(end, self._last)
-            if lo > hi:
+            clipped = clip_range(start, end, self._first, self._last)
+            if clipped is None:
                 return []
+            lo, hi = clipped
             try:
                 rows = conn.execute(
                     "SELECT idx, term, payload FROM log WHERE idx BETWEEN ? AND ? ORDER BY idx",
@@ -422,24 +404,6 @@ class SqliteEngine:
             except sqlite3.Error as e:
                 raise self._translate(e, "reading the log") from e
             return [Entry(i + _BIAS, t + _BIAS, p) for i, t, p in rows]
-
-    def last_index(self) -> int:
-        """Highest index of the log; 0 when new; never lowered by a purge.  O(1) (cached)."""
-        with self._mutex:
-            self._check_open()
-            return self._last
-
-    def first_index(self) -> int:
-        """Lowest readable index; ``last_index() + 1`` when the log is empty.  O(1) (cached)."""
-        with self._mutex:
-            self._check_open()
-            return self._first
-
-    def purge_boundary(self) -> LogId | None:
-        """The last purged :class:`LogId`, or ``None``.  O(1) (cached)."""
-        with self._mutex:
-            self._check_open()
-            return self._boundary
 
     # -- hard state ---------------------------------------------------------
 
@@ -466,14 +430,8 @@ class SqliteEngine:
         """
         with self._mutex:
             conn = self._check_open()
-            if not isinstance(hs, HardState):
-                raise TypeError(f"hs must be a HardState, got {type(hs).__name__}")
-            _check_u64("hs.current_term", hs.current_term)
-            _check_u64("hs.commit_index", hs.commit_index)
-            if hs.voted_for is not None:
-                _check_u64("hs.voted_for.voted_for_id", hs.voted_for.voted_for_id)
-                _check_u64("hs.voted_for.voted_for_term", hs.voted_for.voted_for_term)
-            statement = ("INSERT OR REPLACE INTO meta VALUES ('hard_state', ?)", (encode_hard_state(hs),))
+            encoded = encode_hard_state(check_hard_state(hs))
+            statement = ("INSERT OR REPLACE INTO meta VALUES ('hard_state', ?)", (encoded,))
             if self._sync == "always":
                 self._write("saving the hard state", [statement])
                 return
@@ -499,8 +457,8 @@ class SqliteEngine:
         """
         with self._mutex:
             conn = self._check_open()
-            k = _check_bytes("key", key)
-            v = _check_bytes("value", value)
+            k = check_bytes("key", key)
+            v = check_bytes("value", value)
             try:
                 previous = self._get(conn, k)
             except sqlite3.Error as e:
@@ -512,7 +470,7 @@ class SqliteEngine:
         """The value of ``key`` or ``None``.  O(log n): one B-tree lookup."""
         with self._mutex:
             conn = self._check_open()
-            k = _check_bytes("key", key)
+            k = check_bytes("key", key)
             try:
                 return self._get(conn, k)
             except sqlite3.Error as e:
@@ -526,7 +484,7 @@ class SqliteEngine:
         """
         with self._mutex:
             conn = self._check_open()
-            k = _check_bytes("key", key)
+            k = check_bytes("key", key)
             try:
                 previous = self._get(conn, k)
             except sqlite3.Error as e:
@@ -547,26 +505,10 @@ class SqliteEngine:
         """
         with self._mutex:
             conn = self._check_open()
-            if applied is not None and not isinstance(applied, LogId):
-                raise TypeError(f"applied must be a LogId or None, got {type(applied).__name__}")
-            if applied is not None:
-                _check_u64("applied.index", applied.index)
-                _check_u64("applied.term", applied.term)
-            staged: list[tuple[bytes, bytes | None]] = []
-            for position, change in enumerate(changes):
-                if not isinstance(change, (tuple, list)) or len(change) != 2:
-                    raise TypeError(f"changes[{position}] must be a (key, value) pair, got {change!r}")
-                key, value = change
-                k = _check_bytes(f"changes[{position}] key", key)
-                v = None if value is None else _check_bytes(f"changes[{position}] value", value)
-                staged.append((k, v))
-            overlay: dict[bytes, bytes | None] = {}
-            previous: list[bytes | None] = []
+            staged = check_changes(changes, applied)
             statements: list[tuple[str, object]] = []
             try:
-                for k, v in staged:
-                    previous.append(overlay[k] if k in overlay else self._get(conn, k))
-                    overlay[k] = v
+                previous, overlay = stage_changes(staged, lambda k: self._get(conn, k))
             except sqlite3.Error as e:
                 raise self._translate(e, "reading a key") from e
             for k, v in overlay.items():
@@ -575,24 +517,14 @@ class SqliteEngine:
                 else:
                     statements.append(("INSERT OR REPLACE INTO kv VALUES (?, ?)", (k, v)))
             if applied is not None:
-                statements.append(("INSERT OR REPLACE INTO meta VALUES ('applied', ?)", (_logid_blob(applied),)))
+                statements.append(("INSERT OR REPLACE INTO meta VALUES ('applied', ?)", (encode_logid(applied),)))
             if statements:
                 self._write("applying changes", statements)
             if applied is not None:
                 self._applied = applied
             return previous
 
-    def last_applied(self) -> LogId | None:
-        """The :class:`LogId` last recorded by :meth:`apply`, or ``None``.  O(1) (cached)."""
-        with self._mutex:
-            self._check_open()
-            return self._applied
-
     # -- lifecycle ----------------------------------------------------------
-
-    def is_write_durable(self) -> bool:
-        """``True`` in ``"always"`` mode: every mutating call is durable on return.  O(1)."""
-        return self._sync == "always"
 
     def close(self) -> None:
         """Make everything durable (a full checkpoint), close the database, release the lock.
@@ -610,18 +542,3 @@ class SqliteEngine:
                     self._conn.close()
                 finally:
                     self._lock.release()
-
-    def __enter__(self) -> Self:
-        """Return the engine itself."""
-        self._check_open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-        /,
-    ) -> None:
-        """Close the engine."""
-        self.close()

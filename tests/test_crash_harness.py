@@ -607,7 +607,7 @@ def engine_report(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     harness = CrashHarness(tmp_path_factory.mktemp("engine") / "rec", max_states=None)
     engine_workload(harness)
-    return harness.check_all(per_point=48, raise_on_failure=False, max_failures=20)
+    return harness.check_all(per_point=160, raise_on_failure=False, max_failures=20)
 
 
 def test_wal_engine_crash_states_are_explored(engine_report: Any, capsys: pytest.CaptureFixture[str]) -> None:
