@@ -50,6 +50,7 @@ from segwal.wal.format import (
     SEGMENT_HEADER_SIZE,
     SLOT,
     SLOT_SIZE,
+    FrameHeader,
     align8,
     decode_segment_header,
     encode_entries_frame,
@@ -61,7 +62,7 @@ from segwal.wal.prealloc import Preallocator
 from segwal.wal.segment import SegmentFile, io_error, recover_tail
 from segwal.wal.types import Entry, LogId
 
-__all__ = ["SegmentedLog", "SegmentInfo", "segment_name", "index_name"]
+__all__ = ["SegmentedLog", "SegmentInfo", "segment_name", "index_name", "replay_frames"]
 
 _unpack_slot = SLOT.unpack_from
 _xxh3 = xxhash.xxh3_64_intdigest
@@ -82,6 +83,38 @@ def segment_name(seq: int) -> str:
 def index_name(seq: int) -> str:
     """File name of segment ``seq``'s index."""
     return f"{seq:016x}.idx"
+
+
+def replay_frames(index: TailIndex, frames: list[tuple[int, FrameHeader]], path: str) -> int:
+    """Apply a segment's ENTRIES and TRUNCATE frames, in order, to its offset index;
+    returns the last index the segment then holds (``base - 1`` when empty).
+
+    An ENTRIES frame starting at ``k`` replaces everything from ``k`` on; a
+    TRUNCATE frame cuts at ``k``.  Pure apart from ``index``.  O(entries).
+
+    Raises:
+        CorruptionError: a valid frame that cannot follow the ones before it.
+    """
+    base = index.base
+    last = base - 1 + index.count
+    for off, h in frames:
+        if h.kind not in (KIND_ENTRIES, KIND_TRUNCATE):
+            raise CorruptionError(f"unexpected frame kind {h.kind} in a log segment", path=path, offset=off)
+        if not base <= h.first_index <= last + 1:
+            raise CorruptionError(
+                f"frame at index {h.first_index} cannot follow a segment holding {base}..{last}",
+                path=path,
+                offset=off,
+                index=h.first_index,
+            )
+        if h.kind == KIND_ENTRIES:
+            start = off + FRAME_HEADER_SIZE
+            index.set_from(h.first_index - base, np.arange(start, start + SLOT_SIZE * h.count, SLOT_SIZE, dtype=np.uint32))
+            last = h.first_index + h.count - 1
+        else:
+            index.truncate(h.first_index - base)
+            last = h.first_index - 1
+    return last
 
 
 class _Seg:
@@ -243,8 +276,9 @@ class SegmentedLog:
                 f"foreign segment: engine id {h.engine_id:#x} != {self.manifest.engine_id:#x}", path=path, offset=8
             )
 
-    def _recover_tail(self, seg: _Seg, notes: list[str]) -> None:
-        f = SegmentFile.open(
+    def _open_segment(self, seg: _Seg, readonly: bool) -> SegmentFile:
+        """Open a listed segment, checking its header against the manifest's record."""
+        return SegmentFile.open(
             self.fs,
             seg.path,
             engine_id=self.manifest.engine_id,
@@ -252,8 +286,11 @@ class SegmentedLog:
             uid=seg.uid,
             base=seg.base,
             prealloc=self.prealloc,
-            readonly=self.readonly,
+            readonly=readonly,
         )
+
+    def _recover_tail(self, seg: _Seg, notes: list[str]) -> None:
+        f = self._open_segment(seg, self.readonly)
         seg.file = f
         start, chain = SEGMENT_HEADER_SIZE, f.last_crc
         index: TailIndex | None = None
@@ -290,31 +327,7 @@ class SegmentedLog:
             rec = recover_tail(memoryview(buf), start, chain, known_durable=claim)
         except FormatVersionError as e:
             raise FormatVersionError(e.reason, path=seg.path, offset=e.offset, index=None) from None
-        last = seg.base - 1 + index.count
-        for off, h in rec.frames:
-            if h.kind == KIND_ENTRIES:
-                if not seg.base <= h.first_index <= last + 1:
-                    raise CorruptionError(
-                        f"frame starts at index {h.first_index}, not within {seg.base}..{last + 1}",
-                        path=seg.path,
-                        offset=off,
-                        index=h.first_index,
-                    )
-                slots = np.arange(h.count, dtype=np.uint32) * np.uint32(SLOT_SIZE) + np.uint32(off + FRAME_HEADER_SIZE)
-                index.set_from(h.first_index - seg.base, slots)
-                last = h.first_index + h.count - 1
-            elif h.kind == KIND_TRUNCATE:
-                if not seg.base <= h.first_index <= last + 1:
-                    raise CorruptionError(
-                        f"truncate frame at index {h.first_index}, not within {seg.base}..{last + 1}",
-                        path=seg.path,
-                        offset=off,
-                        index=h.first_index,
-                    )
-                index.truncate(h.first_index - seg.base)
-                last = h.first_index - 1
-            else:
-                raise CorruptionError(f"unexpected frame kind {h.kind} in a log segment", path=seg.path, offset=off)
+        last = replay_frames(index, rec.frames, seg.path)
         f.end, f.last_crc = rec.end, rec.last_crc
         if rec.corrupt:
             lost = ""
@@ -370,16 +383,7 @@ class SegmentedLog:
             if seg.index is not None and seg.file is not None:
                 return seg.index
             if seg.file is None:
-                seg.file = SegmentFile.open(
-                    self.fs,
-                    seg.path,
-                    engine_id=self.manifest.engine_id,
-                    seq=seg.seq,
-                    uid=seg.uid,
-                    base=seg.base,
-                    prealloc=self.prealloc,
-                    readonly=True,
-                )
+                seg.file = self._open_segment(seg, True)
             count = seg.last - seg.base + 1
             idx = SealedIndex.open(self.fs, seg.idx_path, seq=seg.seq, uid=seg.uid, base=seg.base, count=count)
             if idx is None:
@@ -404,17 +408,7 @@ class SegmentedLog:
         buf = memoryview(f.buffer())
         res = scan_frames(buf, SEGMENT_HEADER_SIZE, f.last_crc)
         t = TailIndex(seg.base)
-        last = seg.base - 1
-        for off, h in res.frames:
-            if h.kind == KIND_ENTRIES and seg.base <= h.first_index <= last + 1:
-                slots = np.arange(h.count, dtype=np.uint32) * np.uint32(SLOT_SIZE) + np.uint32(off + FRAME_HEADER_SIZE)
-                t.set_from(h.first_index - seg.base, slots)
-                last = h.first_index + h.count - 1
-            elif h.kind == KIND_TRUNCATE and seg.base <= h.first_index <= last + 1:
-                t.truncate(h.first_index - seg.base)
-                last = h.first_index - 1
-            else:
-                raise CorruptionError("invalid frame sequence in sealed segment", path=seg.path, offset=off)
+        replay_frames(t, res.frames, seg.path)
         if t.count < count:
             raise CorruptionError(
                 f"sealed segment holds entries up to {seg.base + t.count - 1}, the manifest says {seg.last}",

@@ -21,18 +21,16 @@ import numpy as np
 
 from segwal.engine.atomic import TMP_SUFFIX, read_file
 from segwal.engine.hardstate import HARDSTATE_NAME, decode_hard_state
-from segwal.engine.log import index_name, segment_name
+from segwal.engine.log import index_name, replay_frames, segment_name
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest
 from segwal.errors import CorruptionError
 from segwal.fs import FileSystem, OsFileSystem
 from segwal.index.format import OFFSETS_START, offsets_hash
-from segwal.index.offsets import read_index_header
+from segwal.index.offsets import TailIndex, read_index_header
 from segwal.wal.format import (
-    FRAME_HEADER_SIZE,
     KIND_ENTRIES,
-    KIND_TRUNCATE,
     SEGMENT_HEADER_SIZE,
-    SLOT_SIZE,
+    FrameHeader,
     decode_segment_header,
     find_valid_frames,
     scan_frames,
@@ -80,28 +78,13 @@ class VerifyReport:
 
 
 def replay_segment(
-    buf: bytes | memoryview, base: int, frames: list[tuple[int, object]], path: str
+    buf: bytes | memoryview, base: int, frames: list[tuple[int, FrameHeader]], path: str
 ) -> tuple[np.ndarray, int]:
-    """Offsets of the live entries after replaying ``frames`` (ENTRIES/TRUNCATE) of a
-    segment starting at ``base``; returns (offsets, last index).  Pure."""
-    offs = np.zeros(0, dtype=np.uint32)
-    last = base - 1
-    for off, h in frames:
-        kind, first, count = h.kind, h.first_index, h.count  # type: ignore[attr-defined]
-        if not base <= first <= last + 1:
-            raise CorruptionError(
-                f"frame at index {first} is not within {base}..{last + 1}", path=path, offset=off, index=first
-            )
-        if kind == KIND_ENTRIES:
-            slots = np.arange(count, dtype=np.uint32) * np.uint32(SLOT_SIZE) + np.uint32(off + FRAME_HEADER_SIZE)
-            offs = np.concatenate([offs[: first - base], slots])
-            last = first + count - 1
-        elif kind == KIND_TRUNCATE:
-            offs = offs[: first - base]
-            last = first - 1
-        else:
-            raise CorruptionError(f"unexpected frame kind {kind} in a log segment", path=path, offset=off)
-    return offs, last
+    """Offsets of the live entries after replaying ``frames`` of a segment starting
+    at ``base``; returns (offsets, last index).  The same replay as open."""
+    t = TailIndex(base)
+    last = replay_frames(t, frames, path)
+    return t.array().copy(), last
 
 
 def verify(
