@@ -117,18 +117,15 @@ def replay_frames(index: TailIndex, frames: list[tuple[int, FrameHeader]], path:
     return last
 
 
-def _run_start(all_offs: np.ndarray, pos: int) -> int:
-    """Position of the first slot of the batch holding position ``pos``: slots of one
-    batch are adjacent (24 bytes apart), and batches never touch.  O(batch size)."""
-    width = 1024
-    while True:
-        lo = max(0, pos - width)
-        d = np.flatnonzero(np.diff(all_offs[lo : pos + 1].astype(np.int64)) != SLOT_SIZE)
-        if len(d):
-            return lo + int(d[-1]) + 1
-        if lo == 0:
-            return 0
-        width *= 4
+def _batch_offset(all_offs: np.ndarray, pos: int, limit: int) -> int | None:
+    """How many slots of its batch precede position ``pos`` (slots of one batch are
+    24 bytes apart, batches never touch), or ``None`` when that is more than
+    ``limit``.  O(limit)."""
+    lo = max(0, pos - limit - 1)
+    d = np.flatnonzero(np.diff(all_offs[lo : pos + 1].astype(np.int64)) != SLOT_SIZE)
+    if len(d):
+        return pos - (lo + int(d[-1]) + 1)
+    return pos if lo == 0 else None
 
 
 def _read_range(
@@ -152,8 +149,12 @@ def _read_range(
     for a, b in zip(bounds, bounds[1:]):
         # A run of adjacent slots lies in one batch; only the range's first run
         # can start inside its batch (a later batch's live entries are a prefix).
-        j = lo + a - _run_start(all_offs, lo + a) if a == 0 else 0
-        got = read_batch_entries(buf, int(o[a]) - SLOT_SIZE * j - FRAME_HEADER_SIZE, j, b - a, start + a, path)
+        # The batch CRC pays only if the range covers a quarter of the batch or
+        # more, so its start is looked for at most 3 x the run's length back.
+        j = _batch_offset(all_offs, lo, 3 * (b - a)) if a == 0 else 0
+        got = None
+        if j is not None:
+            got = read_batch_entries(buf, int(o[a]) - SLOT_SIZE * j - FRAME_HEADER_SIZE, j, b - a, start + a, path)
         out.extend(got if got is not None else read_entries(buf, offs[a:b], start + a, path))
     return out
 

@@ -331,10 +331,13 @@ class SegwalJournal:
                 self._save_meta()
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
+        """Remember the commit index; saved on the one-second timer, flush and close
+        (as FileJournal does).  O(1)."""
         self._commit = raftCommitIndex
         self._meta_dirty = True
 
     def getRaftCommitIndex(self) -> int:
+        """The commit index last set (or loaded at open).  O(1)."""
         return self._commit
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
@@ -359,9 +362,11 @@ class SegwalJournal:
             self._save_meta()
 
     def getCurrentTerm(self) -> int:
+        """The current term (from the engine's hard state).  O(1)."""
         return self._term
 
     def getVotedForNodeId(self) -> Any:
+        """The node voted for in the current term, or ``None``.  O(1)."""
         return self._voted
 
     def onOneSecondTimer(self) -> None:
@@ -401,6 +406,7 @@ class SegwalJournalFile:
     sync: Literal["always", "flush"] = "always"
 
     def open(self) -> SegwalJournal:
+        """Open the journal this marker names (called by the patched createJournal)."""
         return SegwalJournal(self.path, segment_size=self.segment_size, sync=self.sync)
 
 

@@ -9,7 +9,6 @@ with the file, the offset and the log index.
 from __future__ import annotations
 
 from itertools import repeat
-from operator import add as _add
 import numpy as np
 import xxhash
 
@@ -70,8 +69,9 @@ def read_entries(buf: bytes | memoryview, slot_offsets: np.ndarray, first_index:
     else:
         t = _gather_slots(buf, slot_offsets.astype(np.int64), first_index, path)
     terms = t["term"]
-    ps = t["pstart"].tolist()
-    pe = list(map(_add, ps, t["plen"].tolist()))
+    pstart = t["pstart"]
+    ps = pstart.tolist()
+    pe = (pstart.astype(np.int64) + t["plen"]).tolist()
     # A payload that runs past the end comes back short and fails its check.
     payloads = list(map(buf.__getitem__, map(slice, ps, pe)))
     if payloads and not isinstance(payloads[0], bytes):
