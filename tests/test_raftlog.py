@@ -490,3 +490,56 @@ def test_closed_log_raises() -> None:
     with pytest.raises(EngineClosedError):
         log.append([E(2, 1)])
     log.close()
+
+
+def test_asyncio_appenders_await_durability(tmp_path: Any) -> None:
+    """Coroutines on one event loop await wait_durable_async; each returns only once
+    its entry is durable, and group commit batches them."""
+    import asyncio
+
+    log = BufferedRaftLog(WalEngine(tmp_path / "wal", sync="always"), MemFirst())
+    seen: list[tuple[int, int]] = []
+
+    async def appender() -> None:
+        for _ in range(20):
+            lid = log.append_payloads(1, [b"cmd"])
+            assert lid is not None
+            await log.wait_durable_async(lid.index)
+            seen.append((lid.index, log.durable_index()))
+
+    async def main() -> None:
+        await asyncio.gather(*(appender() for _ in range(8)))
+
+    asyncio.run(main())
+    assert all(durable >= index for index, durable in seen)
+    assert log.durable_index() == 160
+    log.close()
+    with WalEngine(tmp_path / "wal") as again:
+        assert again.last_index() == 160
+
+
+def test_asyncio_waiters_get_the_failure(tmp_path: Any) -> None:
+    """A failed fsync reaches every coroutine awaiting durability, and none of them
+    is told its entry is durable."""
+    import asyncio
+
+    fs = FaultyFS(OsFileSystem())
+    eng = GatedEngine(WalEngine(tmp_path / "wal", sync="flush", fs=fs))
+    log = BufferedRaftLog(eng, MemFirst(idle_interval=0))
+    log.append([E(1, 1)])
+    log.flush()
+    fs.fail("sync", persistent=True)
+
+    async def main() -> list[BaseException | None]:
+        async def one(i: int) -> None:
+            lid = log.append_payloads(1, [b"x%d" % i])
+            assert lid is not None
+            await log.wait_durable_async(lid.index)
+
+        return await asyncio.gather(*(one(i) for i in range(4)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert results and all(isinstance(r, EnginePoisonedError) for r in results)
+    assert log.durable_index() == 1
+    with pytest.raises(EnginePoisonedError):
+        log.close()
