@@ -512,25 +512,13 @@ class BufferedRaftLog:
         """The MemFirst leader append with arguments already checked: one pass
         under the locks.  Every appender's Python work runs between two fsyncs
         under the GIL, so its cost bounds group-commit throughput directly."""
-        s = self._strategy
-        assert isinstance(s, MemFirst)
         with self._wlock, self._lock:
             self._check_live()
             if term < self._last_term:
                 raise ValueError(f"term {term} is lower than the last term {self._last_term}")
             start = self._last + 1
             new = list(map(_new_tuple, repeat(Entry), zip(range(start, start + len(data)), repeat(term), data)))
-            idle = self._last < self._persist_from
-            self._install(start, new)
-            self._pending_bytes += sum(map(len, data))
-            self._arrivals += 1
-            if (
-                idle
-                or self._arrivals == self._expect
-                or self._last - self._persist_from + 1 >= s.max_batch_entries
-                or self._pending_bytes >= s.max_batch_bytes
-            ):
-                self._work.notify()
+            self._stage(start, new, sum(map(len, data)))
             last = self._last
         lid = _new_object(LogId)  # both fields were checked above: skip the constructor's checks
         _set(lid, "term", term)
@@ -559,23 +547,28 @@ class BufferedRaftLog:
                 self._notify_durable()
             return
         nbytes = sum(len(e.payload) for e in new)
-        s = self._strategy
         with self._lock:
             self._check_live()
-            idle = self._last < self._persist_from  # nothing was pending: the writer may sleep untimed
-            self._install(k, new)
-            self._pending_bytes += nbytes
-            self._arrivals += 1
-            # Wake the writer only when it has something to decide: it sleeps
-            # without a timeout only when nothing is pending, and otherwise
-            # waits for a deadline, the size threshold or the expected siblings.
-            if (
-                idle
-                or self._arrivals == self._expect
-                or self._last - self._persist_from + 1 >= s.max_batch_entries
-                or self._pending_bytes >= s.max_batch_bytes
-            ):
-                self._work.notify()
+            self._stage(k, new, nbytes)
+
+    def _stage(self, k: int, new: list[Entry], nbytes: int) -> None:
+        """MemFirst: put ``new`` in memory for the writer (caller holds ``_lock``)."""
+        s = self._strategy
+        assert isinstance(s, MemFirst)
+        idle = self._last < self._persist_from  # nothing was pending: the writer may sleep untimed
+        self._install(k, new)
+        self._pending_bytes += nbytes
+        self._arrivals += 1
+        # Wake the writer only when it has something to decide: it sleeps
+        # without a timeout only when nothing is pending, and otherwise
+        # waits for a deadline, the size threshold or the expected siblings.
+        if (
+            idle
+            or self._arrivals == self._expect
+            or self._last - self._persist_from + 1 >= s.max_batch_entries
+            or self._pending_bytes >= s.max_batch_bytes
+        ):
+            self._work.notify()
 
     def _install(self, k: int, new: list[Entry]) -> None:
         """Put ``new`` in memory from index ``k`` on (caller holds ``_lock``)."""
