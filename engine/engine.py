@@ -20,7 +20,7 @@ import operator
 import os
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Final, Literal, NoReturn
 
@@ -343,7 +343,7 @@ class WalEngine:
             total = int(sizes.sum())  # bounds every payload too
             if total > _MAX_PAYLOAD:
                 self._reject(batch)
-            terms = t  # the encoder reuses the validated array
+            column: Sequence[int] | np.ndarray = t  # the encoder reuses the validated array
         else:
             if not (
                 _INT_ONLY.issuperset(map(type, terms))
@@ -354,6 +354,7 @@ class WalEngine:
             ):
                 self._reject(batch)
             sizes = None
+            column = terms
             total = sum(map(len, payloads))
             if total > _MAX_PAYLOAD:
                 self._reject(batch)
@@ -368,7 +369,7 @@ class WalEngine:
             prev = lg.last_term() if first == last + 1 else (lg.term_of(first - 1) if first > 1 else None)
             if prev is not None and terms[0] < prev:
                 raise ValueError(f"entry {first}: term {terms[0]} is lower than the term {prev} of entry {first - 1}")
-            lg.append(first, terms, payloads, total, sizes)
+            lg.append(first, column, payloads, total, sizes)
 
     @staticmethod
     def _reject(batch: list[Entry]) -> NoReturn:
@@ -559,7 +560,7 @@ class WalEngine:
         if applied is None:
             raise ValueError("no last_applied LogId recorded: record one with apply(..., applied=...) first")
 
-        def chunks():  # type: ignore[no-untyped-def]
+        def chunks() -> Iterator[tuple[list[bytes], list[bytes]]]:
             for i in range(0, len(keys), CHUNK_PAIRS):
                 yield keys[i : i + CHUNK_PAIRS], kv.read_values(locs[i : i + CHUNK_PAIRS])
 
@@ -647,7 +648,7 @@ class WalEngine:
 
         Raises ``EngineClosedError`` after close (the key/value store refuses).
         """
-        return self._kv.get(key)  # type: ignore[union-attr,no-any-return]
+        return self._kv.get(key)  # type: ignore[union-attr]
 
     def delete(self, key: bytes) -> bytes | None:
         """Remove ``key``; returns the previous value or ``None``.  Durability: follows ``sync``."""
@@ -665,7 +666,7 @@ class WalEngine:
         with self._wlock:
             self._writable()
             try:
-                return self._kv.apply(batch, applied)  # type: ignore[union-attr,no-any-return]
+                return self._kv.apply(batch, applied)  # type: ignore[union-attr]
             except SyncError as e:
                 self._log.poisoned = e
                 raise
@@ -673,4 +674,4 @@ class WalEngine:
     def last_applied(self) -> LogId | None:
         """The ``LogId`` recorded by the last ``apply(..., applied=...)``, or ``None``."""
         self._live()
-        return self._kv.last_applied()  # type: ignore[union-attr,no-any-return]
+        return self._kv.last_applied()  # type: ignore[union-attr]

@@ -48,7 +48,7 @@ import re
 import struct
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, compress, repeat
 from typing import Any, Final, NoReturn
@@ -310,6 +310,17 @@ class KVStore:
         "_wlock",
         "_pa",
     )
+    # Set by open() on the instance it builds (declared here for the type checker).
+    _fs: FileSystem
+    _dir: str
+    _engine_id: int
+    _gen: int
+    _sync: bool
+    _file_size: int
+    _readonly: bool
+    _prealloc: int
+    _min_dead: int
+    _ratio: float
 
     def __init__(self) -> None:  # use KVStore.open
         self._kd: dict[bytes, _Loc] | _Refusing = {}
@@ -621,7 +632,7 @@ class KVStore:
         v = seg.map[s:e]  # type: ignore[index]
         if _xxh3(v) != h:
             raise CorruptionError("key/value value checksum mismatch", path=seg.path, offset=s)
-        return v  # type: ignore[no-any-return]
+        return v
 
     def __len__(self) -> int:
         """Number of live keys.  O(1)."""
@@ -689,7 +700,7 @@ class KVStore:
                         and (not vsizes or max(vsizes) <= MAX_VALUE_SIZE)
                         and sum(ksizes) + sum(vsizes) + _REC_TABLE * len(keys) <= MAX_BATCH_BYTES
                     ):
-                        return keys, vals, has_none  # type: ignore[return-value]
+                        return keys, vals, has_none
         return KVStore._validate_slow(changes)
 
     @staticmethod
@@ -724,7 +735,7 @@ class KVStore:
     def _read_locs(self, locs: list[_Loc]) -> list[bytes]:
         """The values at ``locs``, each verified against its xxh3.  C-level maps."""
         segs, starts, ends, checks = zip(*locs)
-        values = list(map(_getitem, map(_get_map, segs), map(slice, starts, ends)))
+        values: list[bytes] = list(map(_getitem, map(_get_map, segs), map(slice, starts, ends)))
         if list(map(_xxh3, values)) != list(checks):
             for seg, s, v, c in zip(segs, starts, values, checks):
                 if _xxh3(v) != c:
@@ -758,7 +769,7 @@ class KVStore:
             changes = list(changes)
         if applied is not None and not isinstance(applied, LogId):
             raise TypeError(f"applied must be a LogId or None, got {type(applied).__name__}")
-        keys, vals, has_none = self._validate(changes)  # type: ignore[arg-type]
+        keys, vals, has_none = self._validate(changes)
         n = len(keys)
         if n == 0 and applied is None:
             return []
@@ -850,7 +861,7 @@ class KVStore:
                 live += _REC_TABLE + len(k) + len(v)
                 pos = end
             if old is not None:
-                sz = _REC_TABLE + len(k) + (len(vals[old[1]]) if old[0] is None else old[2] - old[1])  # type: ignore[arg-type]
+                sz = _REC_TABLE + len(k) + (len(vals[old[1]]) if old[0] is None else old[2] - old[1])
                 live -= sz
                 dead += sz
         self._live = live
@@ -1031,14 +1042,14 @@ class KVStore:
         self,
         seg: SegmentFile,
         keys: list[bytes],
-        vals: list[bytes | None],
+        vals: Sequence[bytes | None],
         checks: list[int],
         new_kd: dict[bytes, _Loc],
         flags: int,
         durable: int = 0,
     ) -> int:
         n = len(keys)
-        body = encode_kv_body(keys, vals, checks, self._applied, flags)
+        body = encode_kv_body(keys, list(vals), checks, self._applied, flags)
         off = seg.end
         seg.append(encode_frame(KIND_KV, 0, body, offset=off, durable=durable, prev_crc=seg.last_crc, count=n))
         pos = off + FRAME_HEADER_SIZE + _BODY_HEAD_SIZE + _REC_TABLE * n

@@ -44,6 +44,7 @@ from segwal.errors import (
 from segwal.fs import FileSystem
 from segwal.index.offsets import SealedIndex, TailIndex, write_sealed_index
 from segwal.wal.format import (
+    Buf,
     FRAME_HEADER_SIZE,
     KIND_ENTRIES,
     KIND_TRUNCATE,
@@ -129,7 +130,7 @@ def _batch_offset(all_offs: np.ndarray, pos: int, limit: int) -> int | None:
 
 
 def _read_range(
-    buf: bytes | memoryview, all_offs: np.ndarray, base: int, start: int, stop: int, path: str
+    buf: Buf, all_offs: np.ndarray, base: int, start: int, stop: int, path: str
 ) -> list[Entry]:
     """Entries ``start..stop`` of one segment (``all_offs``: its whole offset index).
 
@@ -520,7 +521,7 @@ class SegmentedLog:
                     "entry payload runs past the end of the segment", path=seg.path, offset=off, index=index
                 )
             raise CorruptionError("entry checksum mismatch", path=seg.path, offset=off, index=index)
-        return _new(Entry, (index, term, payload))  # type: ignore[no-any-return]
+        return _new(Entry, (index, term, payload))
 
     def entries(self, start: int, end: int) -> list[Entry]:
         """Entries ``start..end`` that exist, ascending, verified.  O(total bytes)."""
@@ -591,7 +592,7 @@ class SegmentedLog:
     def append(
         self,
         first: int,
-        terms: Sequence[int],
+        terms: Sequence[int] | np.ndarray,
         payloads: Sequence[bytes],
         payload_bytes: int,
         sizes: np.ndarray | None = None,
@@ -699,7 +700,9 @@ class SegmentedLog:
         self._publish()
         self._tail_term = self._term_at(k - 1) if k - 1 >= self._view.lo else 0
 
-    def _rotate(self, base: int, terms: Sequence[int] | None, payloads: Sequence[bytes] | None) -> None:
+    def _rotate(
+        self, base: int, terms: Sequence[int] | np.ndarray | None, payloads: Sequence[bytes] | None
+    ) -> None:
         """Start a new tail segment at ``base`` (optionally holding a first batch),
         cutting every entry ``>= base``.  Commit point: the manifest rename."""
         m = self.manifest

@@ -28,6 +28,7 @@ from segwal.fs import FileSystem, OsFileSystem
 from segwal.index.format import OFFSETS_START, offsets_hash
 from segwal.index.offsets import TailIndex, read_index_header
 from segwal.wal.format import (
+    Buf,
     KIND_ENTRIES,
     SEGMENT_HEADER_SIZE,
     FrameHeader,
@@ -78,7 +79,7 @@ class VerifyReport:
 
 
 def replay_segment(
-    buf: bytes | memoryview, base: int, frames: list[tuple[int, FrameHeader]], path: str
+    buf: Buf, base: int, frames: list[tuple[int, FrameHeader]], path: str
 ) -> tuple[np.ndarray, int]:
     """Offsets of the live entries after replaying ``frames`` of a segment starting
     at ``base``; returns (offsets, last index).  The same replay as open."""
@@ -118,15 +119,19 @@ def verify(
     sizes = {}
     for s in m.segments:
         sp = os.path.join(path, segment_name(s.seq))
-        sizes[s.seq] = fs.open(sp, readonly=True).size() if fs.exists(sp) else 0
+        sizes[s.seq] = 0
+        if fs.exists(sp):
+            fh = fs.open(sp, readonly=True)
+            sizes[s.seq] = fh.size()
+            fh.close()
     total = sum(sizes.values())
     done = 0
     entries = 0
     log_last = m.purge.index if m.purge is not None else 0
     for k, s in enumerate(m.segments):
         is_tail = k == len(m.segments) - 1
-        n, last = _verify_segment(fs, path, m, s, is_tail, findings)
-        entries += n
+        live, last = _verify_segment(fs, path, m, s, is_tail, findings)
+        entries += live
         if is_tail:
             log_last = max(log_last, last)
         done += sizes[s.seq]
@@ -183,7 +188,7 @@ def _verify_segment(
         frames, end, torn, corrupt = res.frames, res.end, False, res.stop == "invalid"
         later = [fh for fh in find_valid_frames(buf, res.end) if fh[0] >= res.end] if corrupt else []
     try:
-        offs, last = replay_segment(buf, base, frames, sp)  # type: ignore[arg-type]
+        offs, last = replay_segment(buf, base, frames, sp)
     except CorruptionError as e:
         findings.append(Finding(CORRUPTION, sp, e.offset, e.index, e.reason))
         return 0, base - 1

@@ -38,7 +38,7 @@ from typing import Final
 import xxhash
 
 from segwal.errors import FormatVersionError
-from segwal.wal.format import FORMAT_VERSION, crc32c
+from segwal.wal.format import FORMAT_VERSION, Buf, crc32c
 
 __all__ = [
     "INDEX_HEADER",
@@ -77,7 +77,7 @@ class IndexHeader:
     data_hash: int
 
 
-def offsets_hash(data: bytes | memoryview) -> int:
+def offsets_hash(data: Buf) -> int:
     """Checksum of the offsets bytes (xxh3_64).  O(len)."""
     return xxhash.xxh3_64_intdigest(data)
 
@@ -101,7 +101,7 @@ def encode_index_header(h: IndexHeader) -> bytes:
     return raw[:76] + crc32c(raw[:76]).to_bytes(4, "little")
 
 
-def decode_index_header(buf: bytes | memoryview, path: str, offset: int = 0) -> IndexHeader | None:
+def decode_index_header(buf: Buf, path: str, offset: int = 0) -> IndexHeader | None:
     """Decode one header slot; ``None`` if it is not a valid header (zeros, torn, damaged).
 
     Raises:

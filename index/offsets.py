@@ -16,6 +16,7 @@ cast to ``'I'``, which returns a plain ``int`` without numpy scalar overhead.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Sequence
 import numpy as np
 
 from segwal.errors import CorruptionError
@@ -63,9 +64,9 @@ class TailIndex:
         self.base = base
         n = 0 if offsets is None else len(offsets)
         self._arr = np.zeros(max(1024, 2 * n), dtype=np.uint32)
-        if n:
-            self._arr[:n] = offsets  # type: ignore[index]
-        self.view = memoryview(self._arr).cast("B").cast("I")
+        if offsets is not None and n:
+            self._arr[:n] = offsets
+        self.view = self._arr.data.cast("B").cast("I")
         self.count = n
         self._disk_count = n  # offsets[0:_disk_count] are on disk as checkpointed
         self._dirty_from = n
@@ -74,13 +75,13 @@ class TailIndex:
 
     def offset(self, pos: int) -> int:
         """Slot offset of entry ``base + pos``.  O(1)."""
-        return self.view[pos]  # type: ignore[no-any-return]
+        return self.view[pos]
 
     def array(self) -> np.ndarray:
         """The valid offsets (a view; do not keep across writes)."""
         return self._arr[: self.count]
 
-    def set_from(self, pos: int, slot_offsets: np.ndarray) -> None:
+    def set_from(self, pos: int, slot_offsets: Sequence[int] | np.ndarray) -> None:
         """Entries from ``base + pos`` on now live at ``slot_offsets``; later ones are dropped.
 
         O(len(slot_offsets)) amortised.
@@ -90,7 +91,7 @@ class TailIndex:
             grown = np.zeros(max(end, 2 * len(self._arr)), dtype=np.uint32)
             grown[: self.count] = self._arr[: self.count]
             self._arr = grown
-            self.view = memoryview(grown).cast("B").cast("I")
+            self.view = grown.data.cast("B").cast("I")
         self._arr[pos:end] = slot_offsets
         self.count = end
         if pos < self._dirty_from:
@@ -113,8 +114,8 @@ class TailIndex:
         """
         lo = min(self._dirty_from, self.count)
         if self.count > lo:
-            f.pwrite(memoryview(self._arr[lo : self.count]).cast("B"), OFFSETS_START + 4 * lo)
-        data = memoryview(self._arr[: self.count]).cast("B")
+            f.pwrite(self._arr[lo : self.count].data.cast("B"), OFFSETS_START + 4 * lo)
+        data = self._arr[: self.count].data.cast("B")
         self._ckpt_seq += 1
         h = IndexHeader(
             sealed, seq, uid, self.base, self.count, self._ckpt_seq, covered_end, chain_crc, offsets_hash(data)
@@ -153,7 +154,7 @@ def write_sealed_index(
     f = fs.open(path, create=True)
     try:
         data = np.ascontiguousarray(offsets, dtype="<u4")
-        raw = memoryview(data).cast("B")
+        raw = data.data.cast("B")
         # ckpt_seq 2 lives in slot A (slot = ckpt_seq & 1), as tail checkpoints do, so
         # a later checkpoint of this file (if the seal never committed) goes to B.
         h = IndexHeader(True, seq, uid, base, len(data), 2, covered_end, chain_crc, offsets_hash(raw))
@@ -181,7 +182,7 @@ class SealedIndex:
 
     def offset(self, pos: int) -> int:
         """Slot offset of entry ``base + pos``.  O(1)."""
-        return self.view[pos]  # type: ignore[no-any-return]
+        return self.view[pos]
 
     def array(self) -> np.ndarray:
         """The offsets as a read-only numpy view.  O(1)."""

@@ -51,6 +51,7 @@ and range reads).
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ import xxhash
 from segwal.errors import CorruptionError, FormatVersionError
 
 __all__ = [
+    "Buf",
     "FORMAT_VERSION",
     "FRAME_VERSION",
     "SEGMENT_HEADER",
@@ -93,6 +95,9 @@ __all__ = [
 ]
 
 crc32c = _crc32c_mod.crc32c
+
+#: What the pure decoders read from: file bytes, a view of them, or a shared map.
+Buf = bytes | bytearray | memoryview | mmap.mmap
 _xxh3 = xxhash.xxh3_64_intdigest
 
 FORMAT_VERSION: Final = 1
@@ -129,7 +134,7 @@ def align8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def entry_check(payload: bytes | memoryview, index: int, term: int) -> int:
+def entry_check(payload: Buf, index: int, term: int) -> int:
     """The per-entry check value stored in a slot: ``xxh3_64(payload, seed=index) ^ term``.
 
     Seeding with the index binds the payload to its position (a slot read at
@@ -158,7 +163,7 @@ def encode_segment_header(engine_id: int, seq: int, uid: int, base_index: int) -
     return raw[:60] + crc.to_bytes(4, "little")
 
 
-def decode_segment_header(buf: bytes | memoryview, path: str) -> SegmentHeader | None:
+def decode_segment_header(buf: Buf, path: str) -> SegmentHeader | None:
     """Decode a segment header; ``None`` when the header is all zeros (never activated).
 
     Raises:
@@ -248,7 +253,7 @@ _pack_slot = SLOT.pack
 
 def encode_entries_frame(
     first_index: int,
-    terms: Sequence[int],
+    terms: Sequence[int] | np.ndarray,
     payloads: Sequence[bytes],
     *,
     offset: int,
@@ -309,7 +314,7 @@ def encode_entries_frame(
     return EncodedFrame((header, tb, blob, tail) if pad else (header, tb, blob), frame_len, hcrc, slots)
 
 
-def decode_frame_header(buf: bytes | memoryview, off: int) -> FrameHeader | None:
+def decode_frame_header(buf: Buf, off: int) -> FrameHeader | None:
     """Decode the frame header at ``off``: ``None`` if it is not a self-consistent
     header (zeros, garbage, torn, bad checksum).  Pure; reads 40 bytes.
 
@@ -355,7 +360,7 @@ class ScanResult:
     stop: str
 
 
-def _valid_at(buf: bytes | memoryview, off: int, limit: int) -> FrameHeader | None:
+def _valid_at(buf: Buf, off: int, limit: int) -> FrameHeader | None:
     h = decode_frame_header(buf, off)
     if h is None or off + h.frame_len > limit:
         return None
@@ -367,7 +372,7 @@ def _valid_at(buf: bytes | memoryview, off: int, limit: int) -> FrameHeader | No
 
 
 def scan_frames(
-    buf: bytes | memoryview,
+    buf: Buf,
     start: int,
     prev_crc: int,
     limit: int | None = None,
@@ -416,7 +421,7 @@ def scan_frames(
         off += h.frame_len
 
 
-def find_valid_frames(buf: bytes | memoryview, start: int, limit: int | None = None) -> list[tuple[int, FrameHeader]]:
+def find_valid_frames(buf: Buf, start: int, limit: int | None = None) -> list[tuple[int, FrameHeader]]:
     """Every self-valid frame (header and body checksums match) at an 8-aligned
     offset in ``[start, limit)``, chained or not.
 

@@ -9,11 +9,12 @@ with the file, the offset and the log index.
 from __future__ import annotations
 
 from itertools import repeat
+from typing import cast
 import numpy as np
 import xxhash
 
 from segwal.errors import CorruptionError
-from segwal.wal.format import SLOT, SLOT_DTYPE, SLOT_SIZE
+from segwal.wal.format import SLOT, SLOT_DTYPE, SLOT_SIZE, Buf
 from segwal.wal.types import Entry
 
 __all__ = ["read_entry", "read_entries", "read_batch_entries", "read_term"]
@@ -25,14 +26,14 @@ _MAX_RUNS = 8
 _SLOT_BYTES = np.arange(SLOT_SIZE, dtype=np.int64)
 
 
-def read_term(buf: bytes | memoryview, slot_off: int, index: int, path: str) -> int:
+def read_term(buf: Buf, slot_off: int, index: int, path: str) -> int:
     """The term stored in the slot at ``slot_off`` (not verified against the payload). O(1)."""
     if slot_off + SLOT_SIZE > len(buf):
         raise CorruptionError("index points past the end of the segment", path=path, offset=slot_off, index=index)
     return _unpack_slot(buf, slot_off)[0]  # type: ignore[no-any-return]
 
 
-def read_entry(buf: bytes | memoryview, slot_off: int, index: int, path: str) -> Entry:
+def read_entry(buf: Buf, slot_off: int, index: int, path: str) -> Entry:
     """Decode and verify the entry whose slot is at ``slot_off``.  O(len(payload)).
 
     Raises:
@@ -50,10 +51,10 @@ def read_entry(buf: bytes | memoryview, slot_off: int, index: int, path: str) ->
     payload = buf[pstart:end]
     if _xxh3(payload, index) ^ term != check:
         raise CorruptionError("entry checksum mismatch", path=path, offset=slot_off, index=index)
-    return _new(Entry, (index, term, bytes(payload)))  # type: ignore[no-any-return]
+    return _new(Entry, (index, term, bytes(payload)))
 
 
-def read_entries(buf: bytes | memoryview, slot_offsets: np.ndarray, first_index: int, path: str) -> list[Entry]:
+def read_entries(buf: Buf, slot_offsets: np.ndarray, first_index: int, path: str) -> list[Entry]:
     """Decode and verify consecutive entries ``first_index ..`` whose slots are at
     ``slot_offsets``.  Runs of adjacent slots (one batch) are decoded with one
     numpy view; every payload is checked.  O(total payload bytes).
@@ -73,7 +74,7 @@ def read_entries(buf: bytes | memoryview, slot_offsets: np.ndarray, first_index:
     ps = pstart.tolist()
     pe = (pstart.astype(np.int64) + t["plen"]).tolist()
     # A payload that runs past the end comes back short and fails its check.
-    payloads = list(map(buf.__getitem__, map(slice, ps, pe)))
+    payloads = cast("list[bytes]", list(map(buf.__getitem__, map(slice, ps, pe))))
     if payloads and not isinstance(payloads[0], bytes):
         payloads = list(map(bytes, payloads))
     expect = (t["check"] ^ terms).tolist()
@@ -89,7 +90,7 @@ def read_entries(buf: bytes | memoryview, slot_offsets: np.ndarray, first_index:
     return list(map(_new, repeat(Entry), zip(range(first_index, first_index + n), terms.tolist(), payloads)))
 
 
-def _gather_slots(buf: bytes | memoryview, offs: np.ndarray, first_index: int, path: str) -> np.ndarray:
+def _gather_slots(buf: Buf, offs: np.ndarray, first_index: int, path: str) -> np.ndarray:
     """The slots at ``offs`` (several batches) as one structured array.
 
     Runs of adjacent slots are one batch each: a structured view per run; many
@@ -114,7 +115,7 @@ def _gather_slots(buf: bytes | memoryview, offs: np.ndarray, first_index: int, p
 
 
 def read_batch_entries(
-    buf: bytes | memoryview, hdr_off: int, pos: int, n: int, first_index: int, path: str
+    buf: Buf, hdr_off: int, pos: int, n: int, first_index: int, path: str
 ) -> list[Entry] | None:
     """Entries ``pos .. pos+n-1`` of the ENTRIES frame at ``hdr_off``, verified by one
     CRC32C over the frame's body instead of a hash per entry.

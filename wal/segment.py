@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from segwal.errors import CorruptionError, OutOfSpaceError, StorageIOError, SyncError
 from segwal.fs import File, FileSystem
 from segwal.wal.format import (
+    Buf,
     SEGMENT_HEADER_SIZE,
     EncodedFrame,
     FrameHeader,
@@ -65,7 +66,7 @@ class TailRecovery:
         return self.claim > self.end
 
 
-def recover_tail(buf: bytes | memoryview, start: int, prev_crc: int, *, known_durable: int = 0) -> TailRecovery:
+def recover_tail(buf: Buf, start: int, prev_crc: int, *, known_durable: int = 0) -> TailRecovery:
     """Decide where the tail segment's valid frames end, and whether what follows
     is a torn write or corruption.  Pure; O(bytes after ``start``).
 

@@ -19,7 +19,7 @@ class Entry(NamedTuple):
     with the same fields.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as the contract names it
     term: int
     payload: bytes = b""
 
