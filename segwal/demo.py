@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 
 from segwal.engine import Entry, HardState, LogId, VotedFor, WalEngine
 
 
-def run(directory: str | None = None, *, out: object = print) -> int:
-    """Run the demo in ``directory`` (a fresh temporary one by default).  Returns 0."""
-    say = out  # type: ignore[assignment]
+def run(directory: str | None = None, *, out: Callable[[str], object] = print) -> int:
+    """Run the demo in ``directory`` (a fresh temporary one by default).  Returns 0
+    when everything came back after the reopen, 1 otherwise."""
+    say = out
     own = directory is None
     base = tempfile.mkdtemp(prefix="segwal-demo-") if own else str(directory)
     path = os.path.join(base, "node1")
@@ -30,7 +32,9 @@ def run(directory: str | None = None, *, out: object = print) -> int:
             n += len(batch)
         segs = sorted(x for x in os.listdir(path) if x.endswith(".wal"))
         say(f"appended {n} entries in 20 durable batches -> {len(segs)} segment files")
-        say(f"entry(1234) = index {eng.entry(1234).index}, term {eng.entry(1234).term}")  # type: ignore[union-attr]
+        e1234 = eng.entry(1234)
+        assert e1234 is not None
+        say(f"entry(1234) = index {e1234.index}, term {e1234.term}")
         rng = eng.get_entries_range(995, 1004)
         say(f"get_entries_range(995, 1004) -> {len(rng)} entries, terms {[e.term for e in rng]}")
         eng.persist_entries([Entry(1999, 3, b"new-leader-a"), Entry(2000, 3, b"new-leader-b"), Entry(2001, 3, b"x")])

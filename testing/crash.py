@@ -509,7 +509,9 @@ class CrashSimulator:
         budget = self.per_point
         pieces = {op.seq: _pieces(op, sector) for op in writes}
 
-        def build(modes: Mapping[int, Sequence[str]], drop_trunc: frozenset[int], gbytes: random.Random):
+        def build(
+            modes: Mapping[int, Sequence[str]], drop_trunc: frozenset[int], gbytes: random.Random
+        ) -> tuple[dict[str, bytes], frozenset[str]]:
             def chosen(buf: bytearray, ino: int) -> None:
                 for op in m.pending[ino]:
                     if op.kind is OpKind.TRUNCATE:

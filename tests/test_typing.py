@@ -67,3 +67,21 @@ def test_engines_satisfy_the_storage_engine_protocol(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_library_passes_mypy_strict(tmp_path: Path) -> None:
+    """Every module of the library (not the benchmark) type-checks under --strict."""
+    modules = ["-m", "segwal.errors", "-m", "segwal.fs", "-m", "segwal.cli", "-m", "segwal.demo",
+               "-m", "segwal.conformance"]
+    packages = ["-p", "segwal.wal", "-p", "segwal.index", "-p", "segwal.engine", "-p", "segwal.testing",
+                "-p", "segwal.integrations"]
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "--cache-dir", str(tmp_path / ".mypy"),
+         "--follow-imports=silent", "--ignore-missing-imports", *modules, *packages],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MYPYPATH": str(package_root(tmp_path))},
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
