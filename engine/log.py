@@ -409,9 +409,7 @@ class SegmentedLog:
 
     def _term_at(self, index: int) -> int:
         seg = self._seg_for(index)
-        idx = seg.index if seg.index is not None else self._load(seg)
-        f = seg.file
-        assert f is not None
+        idx, f = self._opened(seg)
         return read_term(f.buffer(), idx.offset(index - seg.base), index, seg.path)
 
     def _seg_for(self, index: int) -> _Seg:
@@ -419,6 +417,15 @@ class SegmentedLog:
         segs = v.segs if v.segs else tuple(self._segs)
         bases = v.bases if v.segs else [s.base for s in segs]
         return segs[bisect_right(bases, index) - 1]
+
+    def _opened(self, seg: _Seg) -> tuple[TailIndex | SealedIndex, SegmentFile]:
+        """The segment's index and file, opening them on first use.  O(1) after."""
+        idx, f = seg.index, seg.file
+        if idx is None or f is None:
+            idx = self._load(seg)
+            f = seg.file
+            assert f is not None
+        return idx, f
 
     def _load(self, seg: _Seg) -> TailIndex | SealedIndex:
         """Open a sealed segment and its index on first use (verifying the index once)."""
@@ -503,9 +510,7 @@ class SegmentedLog:
         idx = seg.index
         f = seg.file
         if idx is None or f is None:
-            idx = self._load(seg)
-            f = seg.file
-            assert f is not None
+            idx, f = self._opened(seg)
         m = f.map
         off = idx.view[index - seg.base]
         try:
@@ -536,12 +541,7 @@ class SegmentedLog:
             seg = v.segs[k]
             stop = min(end, seg.last)
             if stop >= start:
-                idx = seg.index
-                f = seg.file
-                if idx is None or f is None:
-                    idx = self._load(seg)
-                    f = seg.file
-                    assert f is not None
+                idx, f = self._opened(seg)
                 m = f.map
                 out.extend(_read_range(m if m is not None else b"", idx.array(), seg.base, start, stop, seg.path))
                 start = stop + 1

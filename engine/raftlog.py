@@ -67,6 +67,7 @@ from segwal.errors import EngineClosedError, EnginePoisonedError, OutOfSpaceErro
 __all__ = ["BufferedRaftLog", "DiskFirst", "MemFirst", "PersistenceStrategy"]
 
 _U64: Final = 1 << 64
+_UNKNOWN: Final = object()  # _known_term: not answerable without a read
 _BYTES_ONLY: Final = frozenset((bytes,))
 _new_tuple = tuple.__new__
 _new_object = object.__new__
@@ -310,12 +311,9 @@ class BufferedRaftLog:
         """Term at ``index`` (memory, boundary or engine).  Caller holds ``_wlock``,
         so the log's shape cannot change underneath; no lock needed for the engine read."""
         with self._lock:
-            self._check_live()
-            if index == 0:
-                return 0
-            b = self._boundary
-            if b is not None and index == b.index:
-                return b.term
+            known = self._known_term(index)
+            if known is not _UNKNOWN:
+                return known  # type: ignore[return-value]
             if self._mem_start <= index <= self._last:
                 return self._mem[index - self._mem_start].term
             if not (max(self._first, 1) <= index < self._mem_start):
@@ -731,14 +729,22 @@ class BufferedRaftLog:
         if type(index) is not int:
             raise TypeError(f"index must be an int, got {index!r}")
         with self._lock:
-            self._check_live()
-            if index == 0:
-                return 0
-            b = self._boundary
-            if b is not None and index == b.index:
-                return b.term
+            known = self._known_term(index)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
         e = self._read(index)
         return None if e is None else e.term
+
+    def _known_term(self, index: int) -> int | object:
+        """0 for index 0, the boundary's term for its index, else ``_UNKNOWN``
+        (caller holds ``_lock``; raises if the log failed or closed)."""
+        self._check_live()
+        if index == 0:
+            return 0
+        b = self._boundary
+        if b is not None and index == b.index:
+            return b.term
+        return _UNKNOWN
 
     def get_entries_range(self, start: int, end: int) -> list[Entry]:
         """Entries ``start..end`` inclusive that exist, ascending; ``[]`` if ``start > end``.
