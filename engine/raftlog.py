@@ -49,6 +49,7 @@ every engine call serialised by an extra I/O lock (``serialize_engine``).
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import threading
@@ -72,6 +73,13 @@ _BYTES_ONLY: Final = frozenset((bytes,))
 _new_tuple = tuple.__new__
 _new_object = object.__new__
 _set = object.__setattr__
+_allocate_lock = _thread.allocate_lock
+_LockType = _thread.LockType
+# What the MemFirst writer is doing, read by the threads that may need to wake it.
+_W_RUNNING: Final = "running"  # not waiting: it will look at the state again by itself
+_W_EMPTY: Final = "empty"  # nothing pending: sleeps until an append
+_W_SIBLINGS: Final = "siblings"  # waits for the appenders its last write released
+_W_DEADLINE: Final = "deadline"  # pending entries, nobody waiting: sleeps out the idle interval
 _INF: Final = 1 << 80
 
 
@@ -225,7 +233,6 @@ class BufferedRaftLog:
         self._wlock = threading.Lock()
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the writer waits here for entries or urgency
-        self._done = threading.Condition(self._lock)  # durability waiters wait here
         with self._io:
             self._boundary: LogId | None = engine.purge_boundary()
             self._first: int = engine.first_index()
@@ -239,12 +246,17 @@ class BufferedRaftLog:
         self._epoch = 0
         self._pending_bytes = 0
         self._urgent = False
-        self._waiting: list[int] = []  # targets of the threads blocked in wait_durable
+        # (target, lock) of the threads blocked in wait_durable: each blocks on
+        # its own held lock, released by whoever advances _durable past the
+        # target (or fails/closes the log), so a woken thread returns without
+        # taking _lock again (no convoy on it after a group commit).
+        self._waiting: list[tuple[int, _LockType]] = []
         # (target, event loop, future) of the coroutines in wait_durable_async
         self._async_waiting: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._expect = 0  # waiters released by the last write, expected to append again
         self._arrivals = 0  # appends since the last write completed
         self._expect_deadline = 0.0
+        self._wstate: object = _W_RUNNING  # what the MemFirst writer waits for (see _take_batch)
         self._closing = False
         self._closed = False
         self._failed: BaseException | None = None
@@ -326,10 +338,20 @@ class BufferedRaftLog:
         """Wake durability waiters after ``_durable``, ``_failed`` or ``_closed`` changed
         (caller holds ``_lock``): threads blocked in :meth:`wait_durable`, and the
         asyncio futures of :meth:`wait_durable_async` whose target is reached (all
-        of them on failure or close).  Returns how many async waiters were woken."""
-        self._done.notify_all()
+        of them on failure or close).  Returns how many waiters were woken."""
+        woken = 0
+        if self._waiting:
+            end = self._failed is not None or self._closed
+            keep_t = []
+            for item in self._waiting:
+                if end or item[0] <= self._durable:
+                    item[1].release()
+                    woken += 1
+                else:
+                    keep_t.append(item)
+            self._waiting = keep_t
         if not self._async_waiting:
-            return 0
+            return woken
         err: BaseException | None = None
         if self._failed is not None or self._closed:
             try:
@@ -350,7 +372,7 @@ class BufferedRaftLog:
                 loop.call_soon_threadsafe(_settle_all, futs, err)
             except RuntimeError:  # that loop is closed: nobody is waiting there any more
                 pass
-        return sum(map(len, ready.values()))
+        return woken + sum(map(len, ready.values()))
 
     async def wait_durable_async(self, index: int) -> None:
         """Wait, without blocking the event loop, until ``durable_index() >= index``.
@@ -372,7 +394,8 @@ class BufferedRaftLog:
                 return
             if not self._urgent:
                 self._urgent = True
-                self._work.notify()
+                if self._wstate is _W_DEADLINE:
+                    self._work.notify()
             fut = loop.create_future()
             self._async_waiting.append((index, loop, fut))
         await fut
@@ -508,16 +531,36 @@ class BufferedRaftLog:
 
     def _append_mem(self, term: int, data: list[bytes]) -> LogId:
         """The MemFirst leader append with arguments already checked: one pass
-        under the locks.  Every appender's Python work runs between two fsyncs
-        under the GIL, so its cost bounds group-commit throughput directly."""
+        under the locks, with :meth:`_stage` and :meth:`_install` inlined for
+        the append at ``last + 1``.  Every appender's Python work runs between
+        two fsyncs under the GIL, so its cost bounds group-commit throughput
+        directly (``bench/raftlog_bench.py``)."""
         with self._wlock, self._lock:
-            self._check_live()
+            if self._failed is not None or self._closed or self._closing:
+                self._check_live()
             if term < self._last_term:
                 raise ValueError(f"term {term} is lower than the last term {self._last_term}")
             start = self._last + 1
-            new = list(map(_new_tuple, repeat(Entry), zip(range(start, start + len(data)), repeat(term), data)))
-            self._stage(start, new, sum(map(len, data)))
-            last = self._last
+            if len(data) == 1:
+                new = [_new_tuple(Entry, (start, term, data[0]))]
+                nbytes = len(data[0])
+            else:
+                new = list(map(_new_tuple, repeat(Entry), zip(range(start, start + len(data)), repeat(term), data)))
+                nbytes = sum(map(len, data))
+            if self._mem:  # it holds _mem_start .. last, so the new entries go at its end
+                self._mem += new
+            else:
+                self._mem = new
+                self._mem_start = start
+            if self._first >= start:  # the log was empty
+                self._first = start
+            self._last = last = start + len(new) - 1
+            self._last_term = term
+            self._pending_bytes += nbytes
+            self._arrivals += 1
+            w = self._wstate
+            if w is not _W_RUNNING and self._writer_decides(w):
+                self._work.notify()
         lid = _new_object(LogId)  # both fields were checked above: skip the constructor's checks
         _set(lid, "term", term)
         _set(lid, "index", last)
@@ -553,20 +596,27 @@ class BufferedRaftLog:
         """MemFirst: put ``new`` in memory for the writer (caller holds ``_lock``)."""
         s = self._strategy
         assert isinstance(s, MemFirst)
-        idle = self._last < self._persist_from  # nothing was pending: the writer may sleep untimed
         self._install(k, new)
         self._pending_bytes += nbytes
         self._arrivals += 1
-        # Wake the writer only when it has something to decide: it sleeps
-        # without a timeout only when nothing is pending, and otherwise
-        # waits for a deadline, the size threshold or the expected siblings.
-        if (
-            idle
-            or self._arrivals == self._expect
+        w = self._wstate
+        if w is not _W_RUNNING and self._writer_decides(w):
+            self._work.notify()
+
+    def _writer_decides(self, w: object) -> bool:
+        """Whether an append must wake the MemFirst writer, waiting in state ``w``
+        (caller holds ``_lock``).  Only when the append changes its decision:
+        each needless wake is a thread switch in the middle of the appenders.
+        It sleeps untimed only when nothing is pending; waiting for the siblings
+        it needs the last of them; any timed wait ends at a size threshold."""
+        s = self._strategy
+        assert isinstance(s, MemFirst)
+        return (
+            w is _W_EMPTY
+            or (w is _W_SIBLINGS and self._arrivals >= self._expect)
             or self._last - self._persist_from + 1 >= s.max_batch_entries
             or self._pending_bytes >= s.max_batch_bytes
-        ):
-            self._work.notify()
+        )
 
     def _install(self, k: int, new: list[Entry]) -> None:
         """Put ``new`` in memory from index ``k`` on (caller holds ``_lock``)."""
@@ -681,24 +731,36 @@ class BufferedRaftLog:
         """
         if type(index) is not int:
             raise TypeError(f"index must be an int, got {index!r}")
-        with self._lock:
-            self._check_live()
-            if self._durable >= index:
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        while True:
+            with self._lock:
+                self._check_live()
+                if self._durable >= index:
+                    return True
+                if not self._urgent:
+                    self._urgent = True
+                    if self._wstate is _W_DEADLINE:
+                        self._work.notify()
+                item = (index, _allocate_lock())
+                item[1].acquire()
+                self._waiting.append(item)
+            if deadline is None:
+                item[1].acquire()
+            else:
+                remaining = deadline - time.monotonic()
+                if not (remaining > 0 and item[1].acquire(True, remaining)):
+                    with self._lock:
+                        if item in self._waiting:  # not released: the timeout expired
+                            self._waiting.remove(item)
+                            if self._durable >= index:
+                                return True
+                            self._check_live()
+                            return False
+                    # released just as the timeout expired: as if woken
+            if self._durable >= index:  # an int read, atomic: no lock on the fast path
                 return True
-            if not self._urgent:
-                self._urgent = True
-                self._work.notify()
-            self._waiting.append(index)
-            try:
-                self._done.wait_for(
-                    lambda: self._failed is not None or self._closed or self._durable >= index, timeout
-                )
-            finally:
-                self._waiting.remove(index)
-            if self._durable >= index:
-                return True
-            self._check_live()
-            return False
+            # released by a failure or close (the check above raises), or a
+            # truncation lowered _durable again since: wait anew
 
     def flush(self) -> None:
         """Strict barrier: return when every entry appended before the call is durable.
@@ -846,37 +908,51 @@ class BufferedRaftLog:
         """Wait for work under ``_lock`` per the MemFirst policy; capture the pending batch.
 
         Returns ``(batch, last index of batch)`` or ``None`` when the writer must stop.
+        Before each wait it records in ``_wstate`` what it waits for, so that
+        appenders and waiters notify it only when that changes its decision.
         """
         s = self._strategy
         assert isinstance(s, MemFirst)
         deadline: float | None = None
         with self._lock:
-            while True:
-                if self._failed is not None:
-                    return None
-                pending = self._last - self._persist_from + 1
-                if pending <= 0:
-                    if self._closing:
+            try:
+                while True:
+                    self._wstate = _W_RUNNING
+                    if self._failed is not None:
                         return None
-                    deadline = None
-                    self._work.wait()
-                    continue
-                if self._closing or pending >= s.max_batch_entries or self._pending_bytes >= s.max_batch_bytes:
-                    break
-                now = time.monotonic()
-                if self._urgent:
-                    # Someone waits.  Go now, unless the waiters the last write
-                    # released have not all appended again: give them until the
-                    # idle interval to join this batch (group commit siblings).
-                    if self._arrivals >= self._expect or now >= self._expect_deadline:
+                    pending = self._last - self._persist_from + 1
+                    now = time.monotonic()
+                    # the waiters the last write released have not all appended
+                    # again: give them until the idle interval to join this batch
+                    # (group commit siblings)
+                    siblings = self._arrivals < self._expect and now < self._expect_deadline
+                    if pending <= 0:
+                        if self._closing:
+                            return None
+                        deadline = None
+                        if siblings:
+                            self._wstate = _W_SIBLINGS
+                            self._work.wait(self._expect_deadline - now)
+                        else:
+                            self._wstate = _W_EMPTY
+                            self._work.wait()
+                        continue
+                    if self._closing or pending >= s.max_batch_entries or self._pending_bytes >= s.max_batch_bytes:
                         break
-                    self._work.wait(self._expect_deadline - now)
-                    continue
-                if deadline is None:
-                    deadline = now + s.idle_interval
-                if now >= deadline:
-                    break
-                self._work.wait(deadline - now)
+                    if self._urgent:  # someone waits: go now, unless siblings are due
+                        if not siblings:
+                            break
+                        self._wstate = _W_SIBLINGS
+                        self._work.wait(self._expect_deadline - now)
+                        continue
+                    if deadline is None:
+                        deadline = now + s.idle_interval
+                    if now >= deadline:
+                        break
+                    self._wstate = _W_DEADLINE
+                    self._work.wait(deadline - now)
+            finally:
+                self._wstate = _W_RUNNING
             a = self._persist_from
             batch = self._mem[a - self._mem_start :]
             b = self._last
@@ -907,8 +983,7 @@ class BufferedRaftLog:
                 covered = min(b, self._trunc_low - 1)
                 self._durable = max(self._durable, covered)
                 self._evict()
-                released = sum(1 for t in self._waiting if t <= self._durable)
-                released += self._notify_durable()
+                released = self._notify_durable()
                 self._expect = released
                 self._arrivals = 0
                 self._expect_deadline = time.monotonic() + idle

@@ -385,6 +385,50 @@ def test_durable_index_lowered_by_truncation() -> None:
         assert [(e.index, e.term) for e in eng.get_entries_range(1, 9)] == [(1, 1), (2, 1), (3, 2)]
 
 
+def test_waiter_keeps_waiting_when_its_target_is_truncated() -> None:
+    """A thread waiting for index 3 is not released by the completion of a write
+    whose entry 3 was overwritten meanwhile, nor by a timeout of another waiter;
+    it returns once the new entry 3 is durable."""
+    eng = GatedEngine(InMemoryEngine())
+    gate = eng.flush_gate = threading.Event()
+    log = BufferedRaftLog(eng, MemFirst(idle_interval=0))
+    log.append([E(1, 1), E(2, 1), E(3, 1)])
+    assert eng.flush_entered.wait(WAIT)  # 1..3 are being fsynced
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(log.wait_durable(3, timeout=WAIT)))
+    waiter.start()
+    assert not log.wait_durable(3, timeout=0.01)  # a timed-out waiter leaves no trace
+    assert log.append_entries(LogId(1, 1), [E(2, 2)])  # 2..3 overwritten during the fsync
+    gate.set()
+    log.flush()
+    assert log.durable_index() == 2 and log.last_index() == 2
+    assert waiter.is_alive() and result == []
+    log.append([E(3, 2)])
+    waiter.join(WAIT)
+    assert result == [True]
+    assert log.durable_index() == 3 and log.entry(3) == E(3, 2)
+    log.close()
+
+
+def test_a_waiter_cuts_the_idle_interval_short(tmp_path: Any) -> None:
+    """With an hour-long idle interval, entries nobody waits for stay pending, but
+    a thread or a coroutine that waits for one gets it written at once."""
+    import asyncio
+
+    eng = GatedEngine(InMemoryEngine())
+    log = BufferedRaftLog(eng, MemFirst(idle_interval=3600))
+    log.append([E(1, 1)])
+    assert log.wait_durable(1, timeout=WAIT)
+    log.append([E(2, 1)])
+
+    async def main() -> None:
+        await asyncio.wait_for(log.wait_durable_async(2), WAIT)
+
+    asyncio.run(main())
+    assert eng.persisted == [[1], [2]] and log.durable_index() == 2
+    log.close()
+
+
 # ------------------------------------------------------------------- recovery
 
 
