@@ -129,6 +129,14 @@ PersistenceStrategy = DiskFirst | MemFirst
 """The two persistence strategies of :class:`BufferedRaftLog`."""
 
 
+def _pass_relay(relay: list[_LockType]) -> None:
+    """Release the next waiter of the wake relay, if any (see ``_notify_durable``)."""
+    try:
+        relay.pop().release()
+    except IndexError:
+        pass
+
+
 def _settle_all(futs: list[asyncio.Future[None]], err: BaseException | None) -> None:
     """Complete durability futures on their own loop (skipping cancelled ones)."""
     for fut in futs:
@@ -247,10 +255,14 @@ class BufferedRaftLog:
         self._pending_bytes = 0
         self._urgent = False
         # (target, lock) of the threads blocked in wait_durable: each blocks on
-        # its own held lock, released by whoever advances _durable past the
-        # target (or fails/closes the log), so a woken thread returns without
-        # taking _lock again (no convoy on it after a group commit).
+        # its own held lock, so a woken thread returns without taking _lock
+        # again (no convoy on it after a group commit).
         self._waiting: list[tuple[int, _LockType]] = []
+        # The wake relay: locks of waiters whose target is durable, not yet
+        # released.  The writer releases the first; each thread releases the
+        # next one as soon as it wakes (see _notify_durable).  Never rebound:
+        # woken threads pop from it without _lock (list.pop is atomic).
+        self._relay: list[_LockType] = []
         # (target, event loop, future) of the coroutines in wait_durable_async
         self._async_waiting: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._expect = 0  # waiters released by the last write, expected to append again
@@ -340,16 +352,28 @@ class BufferedRaftLog:
         asyncio futures of :meth:`wait_durable_async` whose target is reached (all
         of them on failure or close).  Returns how many waiters were woken."""
         woken = 0
+        end = self._failed is not None or self._closed
         if self._waiting:
-            end = self._failed is not None or self._closed
-            keep_t = []
+            keep: list[tuple[int, _LockType]] = []
+            ready: list[_LockType] = []
             for item in self._waiting:
                 if end or item[0] <= self._durable:
-                    item[1].release()
-                    woken += 1
+                    ready.append(item[1])
                 else:
-                    keep_t.append(item)
-            self._waiting = keep_t
+                    keep.append(item)
+            if ready:
+                self._waiting = keep
+                woken = len(ready)
+                # Released together, the threads would wake in series, each
+                # after the previous one gave up the GIL: one thread wake-up
+                # latency plus its work each.  In a relay each releases the
+                # next as soon as it wakes, so the next wake-up overlaps its work.
+                ready.reverse()
+                self._relay.extend(ready)
+                _pass_relay(self._relay)
+        if end:
+            while self._relay:
+                _pass_relay(self._relay)
         if not self._async_waiting:
             return woken
         err: BaseException | None = None
@@ -746,9 +770,12 @@ class BufferedRaftLog:
                 self._waiting.append(item)
             if deadline is None:
                 item[1].acquire()
+                _pass_relay(self._relay)
             else:
                 remaining = deadline - time.monotonic()
-                if not (remaining > 0 and item[1].acquire(True, remaining)):
+                if remaining > 0 and item[1].acquire(True, remaining):
+                    _pass_relay(self._relay)
+                else:
                     with self._lock:
                         if item in self._waiting:  # not released: the timeout expired
                             self._waiting.remove(item)
@@ -756,7 +783,11 @@ class BufferedRaftLog:
                                 return True
                             self._check_live()
                             return False
-                    # released just as the timeout expired: as if woken
+                        try:  # in the relay, not reached yet: leave it, the relay goes on
+                            self._relay.remove(item[1])
+                        except ValueError:  # taken from the relay meanwhile: pass it on
+                            _pass_relay(self._relay)
+                    # its target was reached just as the timeout expired: as if woken
             if self._durable >= index:  # an int read, atomic: no lock on the fast path
                 return True
             # released by a failure or close (the check above raises), or a

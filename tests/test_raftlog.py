@@ -410,6 +410,69 @@ def test_waiter_keeps_waiting_when_its_target_is_truncated() -> None:
     log.close()
 
 
+def test_waiters_time_out_inside_the_wake_relay(monkeypatch: Any) -> None:
+    """Waiters whose target became durable are released one by one (a relay);
+    one whose timeout expires before the relay reaches it leaves the relay
+    and reports its durable target, and nobody after it is stranded."""
+    from segwal.engine import raftlog
+
+    eng = GatedEngine(InMemoryEngine())
+    gate = eng.flush_gate = threading.Event()
+    log = BufferedRaftLog(eng, MemFirst(idle_interval=0))
+    log.append([E(1, 1), E(2, 1), E(3, 1)])
+    assert eng.flush_entered.wait(WAIT)
+    results: dict[int, bool] = {}
+    waiters = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, log.wait_durable(i, timeout=0.3)))
+        for i in (1, 2, 3)
+    ]
+    for t in waiters:
+        t.start()
+    while len(log._waiting) < 3:  # all three are blocked on their locks
+        threading.Event().wait(0.001)
+    monkeypatch.setattr(raftlog, "_pass_relay", lambda relay: None)  # the relay never starts
+    gate.set()
+    for t in waiters:
+        t.join(WAIT)
+    assert results == {1: True, 2: True, 3: True} and log._relay == []
+    assert log.durable_index() == 3
+    monkeypatch.undo()
+    log.append([E(4, 1)])  # later waiters are woken normally
+    assert log.wait_durable(4, timeout=WAIT)
+    log.close()
+
+
+def test_many_waiters_with_timeouts_never_hang() -> None:
+    """16 threads append and wait with short random timeouts (some expire):
+    every wait returns, True exactly when the target is durable, and a final
+    untimed wait of each thread succeeds."""
+    rng = random.Random(5)
+    timeouts = [[rng.choice([0.0, 0.0001, 0.001, 0.01, None]) for _ in range(40)] for _ in range(16)]
+    log = BufferedRaftLog(InMemoryEngine(), MemFirst(idle_interval=0.0005))
+    bad: list[tuple[int, bool, int]] = []
+
+    def worker(k: int) -> None:
+        last = 0
+        for t in timeouts[k]:
+            lid = log.append_payloads(1, [b"%d" % k])
+            assert lid is not None
+            last = lid.index
+            ok = log.wait_durable(last, timeout=t)
+            if ok != (log.durable_index() >= last) and ok:
+                bad.append((last, ok, log.durable_index()))
+        assert log.wait_durable(last)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+        assert not t.is_alive()
+    assert bad == [] and log.durable_index() == 16 * 40
+    assert log._waiting == [] and log._relay == []
+    log.close()
+
+
 def test_a_waiter_cuts_the_idle_interval_short(tmp_path: Any) -> None:
     """With an hour-long idle interval, entries nobody waits for stay pending, but
     a thread or a coroutine that waits for one gets it written at once."""
