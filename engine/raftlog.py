@@ -354,22 +354,22 @@ class BufferedRaftLog:
         woken = 0
         end = self._failed is not None or self._closed
         if self._waiting:
-            keep: list[tuple[int, _LockType]] = []
-            ready: list[_LockType] = []
+            still: list[tuple[int, _LockType]] = []
+            reached: list[_LockType] = []
             for item in self._waiting:
                 if end or item[0] <= self._durable:
-                    ready.append(item[1])
+                    reached.append(item[1])
                 else:
-                    keep.append(item)
-            if ready:
-                self._waiting = keep
-                woken = len(ready)
+                    still.append(item)
+            if reached:
+                self._waiting = still
+                woken = len(reached)
                 # Released together, the threads would wake in series, each
                 # after the previous one gave up the GIL: one thread wake-up
                 # latency plus its work each.  In a relay each releases the
                 # next as soon as it wakes, so the next wake-up overlaps its work.
-                ready.reverse()
-                self._relay.extend(ready)
+                reached.reverse()
+                self._relay.extend(reached)
                 _pass_relay(self._relay)
         if end:
             while self._relay:
