@@ -9,7 +9,9 @@ together by a barrier.  Each thread loops ``--appends`` times: append one entry
 (``append_payloads(term, [payload])``, the leader path) and wait until it is
 durable (``wait_durable``).  The rate is all appends divided by the wall time
 from the barrier to the last thread's end.  The figure reported is the median
-of ``--runs`` runs.
+of ``--runs`` runs, after one untimed warm-up run of each kind.  These are
+closed-loop appenders: each has one append in flight, so a group commit can
+carry at most 8 entries and 8x is the ceiling of the ratio.
 
 * ``MemFirst``: the writer thread persists every entry that arrived during the
   previous fsync in one ``persist_entries`` call (one write + one fdatasync).
@@ -22,6 +24,14 @@ tail index every time, a second fdatasync, so persist + flush costs about two
 syncs per batch.)  The machine's load matters: the group commit is bounded by
 how fast 8 woken threads are scheduled, fsync by the disk; runs are interleaved
 so drift hits both strategies alike.
+
+Where the time goes: one MemFirst round is the engine write and its fdatasync
+plus waking the 8 appenders and the writer (the "wake chain").  Each wake-up of
+a sleeping thread costs what the machine charges for it: the benchmark prints
+that price, measured by a two-thread lock ping-pong, and the mean entries per
+engine write (``BufferedRaftLog.write_stats``).  On a VM whose idle vCPUs halt
+(``guest_halt_poll_ns=0``) a wake-up costs ~20 us and eight of them in a row
+weigh as much as the fsync; see docs/benchmarks.md.
 
 Run ``python -m bench.raftlog_bench [--quick] [--dir DIR] [--json PATH]``.
 The directory must be on the disk you want to measure (tmpfs fsyncs are free).
@@ -50,8 +60,42 @@ from segwal.engine.raftlog import (
 )
 
 
-def one_run(root: str, strategy: PersistenceStrategy, threads: int, appends: int, payload: bytes) -> float:
-    """One timed run in a fresh directory under ``root``; durable appends per second."""
+Run = tuple[float, float]
+"""(durable appends per second, mean entries per engine write) of one run."""
+
+
+def thread_wake_us(rounds: int = 2000) -> float:
+    """Median one-way cost, in microseconds, of waking a thread blocked on a lock
+    (half the round trip of a two-thread lock ping-pong)."""
+    a, b = threading.Lock(), threading.Lock()
+    a.acquire()
+    b.acquire()
+
+    def other() -> None:
+        for _ in range(rounds):
+            a.acquire()
+            b.release()
+
+    t = threading.Thread(target=other)
+    t.start()
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        a.release()
+        b.acquire()
+        samples.append(time.perf_counter() - t0)
+    t.join()
+    return statistics.median(samples) / 2 * 1e6
+
+
+def _batch(log: BufferedRaftLog) -> float:
+    st = log.write_stats()
+    return st.entries / st.writes if st.writes else 0.0
+
+
+def one_run(root: str, strategy: PersistenceStrategy, threads: int, appends: int, payload: bytes) -> Run:
+    """One timed run in a fresh directory under ``root``: (durable appends per second,
+    mean entries per engine write)."""
     path = tempfile.mkdtemp(prefix="raftlog-", dir=root)
     try:
         log = BufferedRaftLog(WalEngine(path, sync="always"), strategy)
@@ -82,13 +126,14 @@ def one_run(root: str, strategy: PersistenceStrategy, threads: int, appends: int
         total = threads * appends
         if log.durable_index() != total:
             raise AssertionError(f"durable_index {log.durable_index()} != {total}")
+        batch = _batch(log)
         log.close()
-        return total / elapsed
+        return total / elapsed, batch
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def one_run_async(root: str, strategy: PersistenceStrategy, tasks: int, appends: int, payload: bytes) -> float:
+def one_run_async(root: str, strategy: PersistenceStrategy, tasks: int, appends: int, payload: bytes) -> Run:
     """Like :func:`one_run`, with ``tasks`` asyncio coroutines on one event loop as the
     appenders (an asyncio Raft node): each appends one entry and awaits its
     durability (``wait_durable_async``).  Under DiskFirst every append blocks the
@@ -114,8 +159,9 @@ def one_run_async(root: str, strategy: PersistenceStrategy, tasks: int, appends:
         total = tasks * appends
         if log.durable_index() != total:
             raise AssertionError(f"durable_index {log.durable_index()} != {total}")
+        batch = _batch(log)
         log.close()
-        return total / elapsed
+        return total / elapsed, batch
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -125,22 +171,30 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer appends per thread (a smoke run)")
     ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--appends", type=int, default=None, help="appends per thread (default 250, 50 with --quick)")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--appends", type=int, default=None, help="appends per thread (default 1000, 50 with --quick)")
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--payload", type=int, default=128, help="payload bytes per entry")
     ap.add_argument("--dir", default=None, help="where to create the engine directories (default: system temp)")
     ap.add_argument("--json", default=None, help="also write the results as JSON to this file")
     args = ap.parse_args(argv)
-    appends = args.appends if args.appends is not None else (50 if args.quick else 250)
+    appends = args.appends if args.appends is not None else (50 if args.quick else 1000)
     payload = os.urandom(args.payload)
     root = args.dir or tempfile.gettempdir()
     strategies: dict[str, PersistenceStrategy] = {"MemFirst": MemFirst(), "DiskFirst": DiskFirst()}
     modes = {"threads": one_run, "asyncio": one_run_async}
     rates: dict[str, list[float]] = {f"{m}/{name}": [] for m in modes for name in strategies}
+    batches: dict[str, list[float]] = {key: [] for key in rates}
+    wake = thread_wake_us()
+    if not args.quick:  # a warm-up of each kind: first runs in a process are slower
+        for fn in modes.values():
+            for strategy in strategies.values():
+                fn(root, strategy, args.threads, min(appends, 200), payload)
     for _ in range(args.runs):  # interleave the strategies so drift hits both alike
         for m, fn in modes.items():
             for name, strategy in strategies.items():
-                rates[f"{m}/{name}"].append(fn(root, strategy, args.threads, appends, payload))
+                rate, batch = fn(root, strategy, args.threads, appends, payload)
+                rates[f"{m}/{name}"].append(rate)
+                batches[f"{m}/{name}"].append(batch)
     med = {name: statistics.median(r) for name, r in rates.items()}
     ratios = {m: med[f"{m}/MemFirst"] / med[f"{m}/DiskFirst"] for m in modes}
     ratio = ratios["threads"]
@@ -148,12 +202,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} appenders x {appends} appends, {args.payload}-byte payloads, median of {args.runs} runs, "
         f"dir {root}"
     )
+    print(f"thread wake-up on this machine: {wake:.1f} us (median, lock ping-pong)")
     for m in modes:
         what = "OS threads" if m == "threads" else "asyncio tasks on one event loop"
         print(f"appenders as {what}:")
         for name in strategies:
             runs = ", ".join(f"{r:,.0f}" for r in rates[f"{m}/{name}"])
-            print(f"  {name:<9} {med[f'{m}/{name}']:>10,.0f} durable appends/s   (runs: {runs})")
+            mean_batch = statistics.mean(batches[f"{m}/{name}"])
+            print(
+                f"  {name:<9} {med[f'{m}/{name}']:>10,.0f} durable appends/s   "
+                f"{mean_batch:4.1f} entries/write   (runs: {runs})"
+            )
         print(f"  ratio MemFirst/DiskFirst: {ratios[m]:.1f}x (issue 5 target: >= 4x)")
     if args.json:
         out: dict[str, Any] = {
@@ -163,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             "payload_bytes": args.payload,
             "runs": args.runs,
             "rates": rates,
+            "entries_per_write": batches,
+            "thread_wake_us": wake,
             "median": med,
             "ratio": ratio,
             "ratios": ratios,

@@ -16,3 +16,18 @@ def test_bench_quick_runs_and_records_segwal(tmp_path: Path) -> None:
     (run,) = tmp_path.glob("bench-quick-*.json")
     data = json.loads(run.read_text())
     assert "segwal" in json.dumps(data["results"] if "results" in data else data)
+
+
+def test_raftlog_bench_quick_runs_and_records_both_strategies(tmp_path: Path) -> None:
+    """The group-commit benchmark runs end to end: every run makes all its appends
+    durable (checked inside), and MemFirst batches while DiskFirst writes singly."""
+    from segwal.bench import raftlog_bench
+
+    out = tmp_path / "raftlog.json"
+    assert raftlog_bench.main(["--quick", "--runs", "1", "--dir", str(tmp_path), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for mode in ("threads", "asyncio"):
+        assert data["median"][f"{mode}/MemFirst"] > 0 and data["median"][f"{mode}/DiskFirst"] > 0
+        assert data["entries_per_write"][f"{mode}/DiskFirst"] == [1.0]
+        assert data["entries_per_write"][f"{mode}/MemFirst"][0] > 1.0
+    assert data["thread_wake_us"] > 0

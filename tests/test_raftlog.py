@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from segwal.engine import Entry, LogId, WalEngine
 from segwal.engine.memory import InMemoryEngine
-from segwal.engine.raftlog import BufferedRaftLog, DiskFirst, MemFirst
+from segwal.engine.raftlog import BufferedRaftLog, DiskFirst, MemFirst, WriteStats
 from segwal.testing import FaultyFS
 
 from segwal.errors import EngineClosedError, EnginePoisonedError
@@ -304,6 +304,7 @@ def test_diskfirst_sync_engine_one_write_per_append(tmp_path: Any) -> None:
             assert log.append_payloads(1, [b"x"]) == LogId(1, i)
             assert log.durable_index() == i == eng.synced
         assert eng.persisted == [[i] for i in range(1, 6)] and eng.flushes == 0
+        assert log.write_stats() == WriteStats(writes=5, entries=5)
 
 
 # --------------------------------------------------------------- group commit
@@ -329,6 +330,7 @@ def test_group_commit_batches_appends_made_during_one_fsync() -> None:
     log.flush()
     assert eng.persisted == [[1], list(range(2, 42))]  # 40 appends, one persist call
     assert log.durable_index() == 41
+    assert log.write_stats() == WriteStats(writes=2, entries=41)
     log.close()
 
 
