@@ -475,6 +475,54 @@ def test_many_waiters_with_timeouts_never_hang() -> None:
     log.close()
 
 
+def _without_writer_thread(monkeypatch: Any) -> None:
+    """Make new MemFirst logs start a writer thread that exits at once, so that
+    only threads waiting for durability write (deterministic helper tests)."""
+    monkeypatch.setattr(BufferedRaftLog, "_writer_loop", lambda self: None)
+
+
+def test_a_waiting_thread_that_completes_the_group_writes_it(monkeypatch: Any) -> None:
+    """The thread whose wait finds the group complete and nobody writing persists
+    the batch itself (a write-group leader) and returns once it is durable;
+    the other waiters of the batch are released by it."""
+    _without_writer_thread(monkeypatch)
+    eng = GatedEngine(InMemoryEngine())
+    writers: list[str] = []
+    inner_persist = eng.persist_entries
+    monkeypatch.setattr(eng, "persist_entries", lambda b: (writers.append(threading.current_thread().name), inner_persist(b)))
+    log = BufferedRaftLog(eng, MemFirst(idle_interval=3600))
+    log.append([E(1, 1), E(2, 1)])
+    assert log.wait_durable(1, timeout=WAIT)
+    assert eng.persisted == [[1, 2]] and writers == [threading.current_thread().name]
+    assert log.durable_index() == 2 and log.write_stats() == WriteStats(1, 2)
+    # the helper counts as a sibling of the next batch: 0 released + itself
+    log.append([E(3, 1)])
+    other = threading.Thread(target=lambda: log.wait_durable(3, timeout=WAIT), name="helper-2")
+    other.start()
+    other.join(WAIT)
+    assert eng.persisted == [[1, 2], [3]] and writers[-1] == "helper-2" and log.durable_index() == 3
+
+
+def test_a_helping_thread_that_fails_poisons_the_log(monkeypatch: Any, tmp_path: Any) -> None:
+    """A failed write by a waiting thread reaches it as EnginePoisonedError, and the
+    log refuses everything after, exactly as a failure of the writer thread."""
+    _without_writer_thread(monkeypatch)
+    fs = FaultyFS(OsFileSystem())
+    log = BufferedRaftLog(WalEngine(tmp_path / "wal", sync="always", fs=fs), MemFirst())
+    log.append([E(1, 1)])
+    assert log.wait_durable(1, timeout=WAIT)
+    fs.fail("sync", persistent=True)
+    log.append([E(2, 1)])
+    with pytest.raises(EnginePoisonedError) as info:
+        log.wait_durable(2, timeout=WAIT)
+    assert isinstance(info.value.__cause__, OSError)
+    assert log.durable_index() == 1
+    with pytest.raises(EnginePoisonedError):
+        log.append([E(3, 1)])
+    with pytest.raises(EnginePoisonedError):
+        log.close()
+
+
 def test_a_waiter_cuts_the_idle_interval_short(tmp_path: Any) -> None:
     """With an hour-long idle interval, entries nobody waits for stay pending, but
     a thread or a coroutine that waits for one gets it written at once."""
