@@ -804,7 +804,9 @@ class BufferedRaftLog:
 
         Under :class:`MemFirst`, asks the writer to write at once instead of
         waiting out its idle interval.  An ``index`` not yet appended waits for
-        it to be appended and made durable.
+        it to be appended and made durable.  Without a ``timeout``, a thread
+        that completes a group commit (see :class:`MemFirst`) writes the batch
+        itself, saving two thread wake-ups.
 
         Raises:
             EnginePoisonedError: an engine write failed (before or while waiting).
@@ -822,7 +824,7 @@ class BufferedRaftLog:
                     self._urgent = True
                     if self._wstate is _W_DEADLINE:
                         self._work.notify()
-                got = self._capture() if self._may_help(index) else None
+                got = self._capture() if deadline is None and self._may_help(index) else None
                 if got is None:
                     item = (index, _allocate_lock())
                     item[1].acquire()
@@ -830,35 +832,50 @@ class BufferedRaftLog:
             if got is not None:
                 # This thread completes the group: it writes the batch itself
                 # instead of waking the writer and being woken after the fsync
-                # (a write-group leader).  Then the loop finds its target durable.
+                # (a write-group leader; only without a timeout, as the write
+                # may take longer than one).
                 err = self._write_batch(*got, helper=True)
+                if err is None and self._durable >= index:
+                    return True
                 if err is not None and not isinstance(err, Exception):
                     raise err  # KeyboardInterrupt and the like, after poisoning the log
-                continue
-            if deadline is None:
-                item[1].acquire()
+                continue  # raises the failure, or waits anew after a truncation
+            try:
+                if deadline is None:
+                    woken = item[1].acquire()
+                else:
+                    remaining = deadline - time.monotonic()
+                    woken = remaining > 0 and item[1].acquire(True, remaining)
+            except BaseException:  # interrupted (KeyboardInterrupt): leave no trace
+                with self._lock:
+                    self._withdraw(item)
+                raise
+            if woken:
                 _pass_relay(self._relay)
             else:
-                remaining = deadline - time.monotonic()
-                if remaining > 0 and item[1].acquire(True, remaining):
-                    _pass_relay(self._relay)
-                else:
-                    with self._lock:
-                        if item in self._waiting:  # not released: the timeout expired
-                            self._waiting.remove(item)
-                            if self._durable >= index:
-                                return True
-                            self._check_live()
-                            return False
-                        try:  # in the relay, not reached yet: leave it, the relay goes on
-                            self._relay.remove(item[1])
-                        except ValueError:  # taken from the relay meanwhile: pass it on
-                            _pass_relay(self._relay)
-                    # its target was reached just as the timeout expired: as if woken
+                with self._lock:
+                    if self._withdraw(item):  # not released: the timeout expired
+                        if self._durable >= index:
+                            return True
+                        self._check_live()
+                        return False
+                # its target was reached just as the timeout expired: as if woken
             if self._durable >= index:  # an int read, atomic: no lock on the fast path
                 return True
             # released by a failure or close (the check above raises), or a
             # truncation lowered _durable again since: wait anew
+
+    def _withdraw(self, item: tuple[int, _LockType]) -> bool:
+        """Take a thread that stops waiting out of ``_waiting`` or the wake relay
+        (caller holds ``_lock``).  Returns whether it was still waiting (not released)."""
+        if item in self._waiting:
+            self._waiting.remove(item)
+            return True
+        try:  # released but not reached by the relay yet: the relay goes on without it
+            self._relay.remove(item[1])
+        except ValueError:  # being woken by the relay: pass it on in this thread's place
+            _pass_relay(self._relay)
+        return False
 
     def flush(self) -> None:
         """Strict barrier: return when every entry appended before the call is durable.
@@ -1096,7 +1113,11 @@ class BufferedRaftLog:
             self._arrivals = 0
             self._expect_deadline = time.monotonic() + s.idle_interval
             if self._wstate is _W_HELPER:  # the writer waits for this write: hand back
-                self._wstate = _W_SIBLINGS  # appends wake it by the rules of that state
+                # Label its wait for the appends to come, without waking it when
+                # nothing is pending: with an idle interval it is a timed wait
+                # (it will look at the siblings' deadline itself); without one,
+                # untimed, so the next append must wake it.
+                self._wstate = _W_SIBLINGS if s.idle_interval > 0 else _W_EMPTY
                 if self._closing or self._last >= self._persist_from:
                     self._work.notify()
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -492,12 +493,14 @@ def test_a_waiting_thread_that_completes_the_group_writes_it(monkeypatch: Any) -
     monkeypatch.setattr(eng, "persist_entries", lambda b: (writers.append(threading.current_thread().name), inner_persist(b)))
     log = BufferedRaftLog(eng, MemFirst(idle_interval=3600))
     log.append([E(1, 1), E(2, 1)])
-    assert log.wait_durable(1, timeout=WAIT)
+    assert not log.wait_durable(1, timeout=0.01)  # with a timeout it never writes: the write may outlast it
+    assert eng.persisted == []
+    assert log.wait_durable(1)
     assert eng.persisted == [[1, 2]] and writers == [threading.current_thread().name]
     assert log.durable_index() == 2 and log.write_stats() == WriteStats(1, 2)
     # the helper counts as a sibling of the next batch: 0 released + itself
     log.append([E(3, 1)])
-    other = threading.Thread(target=lambda: log.wait_durable(3, timeout=WAIT), name="helper-2")
+    other = threading.Thread(target=lambda: log.wait_durable(3), name="helper-2", daemon=True)
     other.start()
     other.join(WAIT)
     assert eng.persisted == [[1, 2], [3]] and writers[-1] == "helper-2" and log.durable_index() == 3
@@ -510,17 +513,131 @@ def test_a_helping_thread_that_fails_poisons_the_log(monkeypatch: Any, tmp_path:
     fs = FaultyFS(OsFileSystem())
     log = BufferedRaftLog(WalEngine(tmp_path / "wal", sync="always", fs=fs), MemFirst())
     log.append([E(1, 1)])
-    assert log.wait_durable(1, timeout=WAIT)
+    assert log.wait_durable(1)
     fs.fail("sync", persistent=True)
     log.append([E(2, 1)])
     with pytest.raises(EnginePoisonedError) as info:
-        log.wait_durable(2, timeout=WAIT)
+        log.wait_durable(2)
     assert isinstance(info.value.__cause__, OSError)
     assert log.durable_index() == 1
     with pytest.raises(EnginePoisonedError):
         log.append([E(3, 1)])
     with pytest.raises(EnginePoisonedError):
         log.close()
+
+
+def _until(cond: Any) -> bool:
+    """Poll ``cond`` for up to WAIT seconds (for states with no event to wait on)."""
+    end = time.monotonic() + WAIT
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.0005)
+    return True
+
+
+def test_a_helper_whose_write_covers_its_target_returns_true_during_close() -> None:
+    """close() starting while a waiting thread writes its group does not turn that
+    thread's durable entry into an error; close waits for the write."""
+    eng = GatedEngine(InMemoryEngine())
+    log = BufferedRaftLog(eng, MemFirst(idle_interval=3600))
+    log.append([E(1, 1)])  # nobody waits: the writer sleeps out the hour
+    gate = eng.flush_gate = threading.Event()
+    result: list[object] = []
+    helper = threading.Thread(target=lambda: result.append(log.wait_durable(1)))
+    helper.start()  # it marks the batch urgent and captures it under the same lock
+    assert eng.flush_entered.wait(WAIT)
+    closer = threading.Thread(target=log.close)
+    closer.start()
+    assert _until(lambda: log._closing)
+    gate.set()
+    helper.join(WAIT)
+    closer.join(WAIT)
+    assert result == [True] and not closer.is_alive()
+    assert eng.persisted == [[1]] and log.durable_index() == 1
+
+
+def test_an_interrupted_waiter_does_not_stop_the_relay(monkeypatch: Any) -> None:
+    """A wait_durable interrupted while blocked (KeyboardInterrupt in a CLI) leaves
+    nothing behind: the waiters after it are still woken by the next write."""
+    import _thread
+
+    from segwal.engine import raftlog
+
+    class Interrupted(BaseException):
+        pass
+
+    class InterruptedLock:  # its first blocking wait raises, as a signal handler would
+        def __init__(self) -> None:
+            self.inner = _thread.allocate_lock()
+            self.calls = 0
+
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            self.calls += 1
+            if self.calls == 2:
+                raise Interrupted
+            return self.inner.acquire(blocking, timeout)
+
+        def release(self) -> None:
+            self.inner.release()
+
+    eng = GatedEngine(InMemoryEngine())
+    gate = eng.flush_gate = threading.Event()
+    log = BufferedRaftLog(eng, MemFirst(idle_interval=0))
+    log.append([E(1, 1)])
+    assert eng.flush_entered.wait(WAIT)  # the writer is inside the fsync of [1]
+    monkeypatch.setattr(raftlog, "_allocate_lock", InterruptedLock)
+    with pytest.raises(Interrupted):
+        log.wait_durable(1)
+    monkeypatch.undo()
+    done: list[bool] = []
+    waiters = [threading.Thread(target=lambda: done.append(log.wait_durable(1)), daemon=True) for _ in range(2)]
+    for t in waiters:
+        t.start()
+    assert _until(lambda: len(log._waiting) == 2)
+    gate.set()
+    for t in waiters:
+        t.join(WAIT)
+    assert done == [True, True]
+    log.close()
+
+
+def test_after_a_helper_the_writer_still_serves_waiters_of_later_appends() -> None:
+    """With idle_interval=0 the writer waits for a helper without a timeout; when
+    the helper hands back, an append that no waiter completes must still wake it
+    (a thread already waiting for that index would otherwise wait forever)."""
+    for _attempt in range(50):  # the helper races the writer for the first batch
+        eng = GatedEngine(InMemoryEngine())
+        gate = eng.flush_gate = threading.Event()
+        log = BufferedRaftLog(eng, MemFirst(idle_interval=0))
+        writers: list[str] = []
+        inner = eng.persist_entries
+        eng.persist_entries = lambda b, inner=inner, w=writers: (w.append(threading.current_thread().name), inner(b))[1]
+        helper = threading.Thread(target=lambda: (log.append([E(1, 1)]), log.wait_durable(1)), name="helper")
+        helper.start()
+        assert eng.flush_entered.wait(WAIT)
+        if writers == ["helper"]:
+            break
+        gate.set()
+        helper.join(WAIT)
+        log.close()
+    else:
+        pytest.fail("the writer thread always took the first batch")
+    plain = threading.Thread(target=lambda: log.wait_durable(1), daemon=True)  # joins batch [1] as a plain waiter
+    plain.start()
+    assert _until(lambda: len(log._waiting) == 1)
+    assert _until(lambda: log._wstate == "helper")  # the writer saw the helper writing
+    gate.set()
+    helper.join(WAIT)
+    plain.join(WAIT)
+    result: list[bool] = []
+    later = threading.Thread(target=lambda: result.append(log.wait_durable(2)), daemon=True)
+    later.start()  # waits for an index not appended yet (a flush() or follower pattern)
+    assert _until(lambda: len(log._waiting) == 1)
+    log.append([E(2, 1)])  # one append, fewer than the two siblings the helper released
+    later.join(WAIT)
+    assert result == [True] and log.durable_index() == 2
+    log.close()
 
 
 def test_a_waiter_cuts_the_idle_interval_short(tmp_path: Any) -> None:
