@@ -814,6 +814,8 @@ class BufferedRaftLog:
         """
         if type(index) is not int:
             raise TypeError(f"index must be an int, got {index!r}")
+        if timeout is not None and timeout >= threading.TIMEOUT_MAX:  # inf and the like: no timeout
+            timeout = None
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
             with self._lock:

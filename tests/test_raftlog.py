@@ -401,6 +401,8 @@ def test_waiter_keeps_waiting_when_its_target_is_truncated() -> None:
     waiter = threading.Thread(target=lambda: result.append(log.wait_durable(3, timeout=WAIT)))
     waiter.start()
     assert not log.wait_durable(3, timeout=0.01)  # a timed-out waiter leaves no trace
+    infinite = threading.Thread(target=lambda: result.append(log.wait_durable(3, timeout=float("inf"))))
+    infinite.start()  # an infinite timeout is no timeout
     assert log.append_entries(LogId(1, 1), [E(2, 2)])  # 2..3 overwritten during the fsync
     gate.set()
     log.flush()
@@ -408,7 +410,8 @@ def test_waiter_keeps_waiting_when_its_target_is_truncated() -> None:
     assert waiter.is_alive() and result == []
     log.append([E(3, 2)])
     waiter.join(WAIT)
-    assert result == [True]
+    infinite.join(WAIT)
+    assert result == [True, True]
     assert log.durable_index() == 3 and log.entry(3) == E(3, 2)
     log.close()
 
