@@ -87,6 +87,7 @@ _new_tuple = tuple.__new__
 _new_object = object.__new__
 _set = object.__setattr__
 _allocate_lock = _thread.allocate_lock
+_get_ident = _thread.get_ident
 _LockType = _thread.LockType
 # What the MemFirst writer is doing, read by the threads that may need to wake it.
 _W_RUNNING: Final = "running"  # not waiting: it will look at the state again by itself
@@ -780,9 +781,13 @@ class BufferedRaftLog:
     def _may_help(self, index: int) -> bool:
         """Whether a thread about to wait for ``index`` should write the pending
         batch itself (caller holds ``_lock``): MemFirst, nobody writing, its
-        target pending, and the writer's policy for a waited-for batch says go."""
+        target pending, and the writer's policy for a waited-for batch says go.
+        Never the main thread: it alone receives signals, and a Ctrl-C in the
+        middle of a write would poison the log for every thread."""
         s = self._strategy
         if not isinstance(s, MemFirst) or self._writing or self._closing:
+            return False
+        if _get_ident() == threading.main_thread().ident:
             return False
         if not self._persist_from <= index <= self._last:
             return False
@@ -1038,6 +1043,7 @@ class BufferedRaftLog:
                     if self._failed is not None:
                         return None
                     if self._writing:  # a waiting thread is writing a batch (see wait_durable)
+                        deadline = None  # what is pending after it is a new batch
                         self._wstate = _W_HELPER
                         self._work.wait(s.idle_interval or None)
                         continue

@@ -479,6 +479,26 @@ def test_many_waiters_with_timeouts_never_hang() -> None:
     log.close()
 
 
+def _in_a_thread(fn: Any, name: str = "worker") -> Any:
+    """Run ``fn`` in a new (non-main) thread and return its result or raise its exception."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            out.append((False, e))
+
+    t = threading.Thread(target=run, name=name, daemon=True)
+    t.start()
+    t.join(WAIT)
+    assert out, f"{name} did not finish within {WAIT} s"
+    ok, value = out[0]
+    if not ok:
+        raise value
+    return value
+
+
 def _without_writer_thread(monkeypatch: Any) -> None:
     """Make new MemFirst logs start a writer thread that exits at once, so that
     only threads waiting for durability write (deterministic helper tests)."""
@@ -496,10 +516,10 @@ def test_a_waiting_thread_that_completes_the_group_writes_it(monkeypatch: Any) -
     monkeypatch.setattr(eng, "persist_entries", lambda b: (writers.append(threading.current_thread().name), inner_persist(b)))
     log = BufferedRaftLog(eng, MemFirst(idle_interval=3600))
     log.append([E(1, 1), E(2, 1)])
-    assert not log.wait_durable(1, timeout=0.01)  # with a timeout it never writes: the write may outlast it
+    assert not _in_a_thread(lambda: log.wait_durable(1, timeout=0.01))  # a timeout never writes: the write may outlast it
     assert eng.persisted == []
-    assert log.wait_durable(1)
-    assert eng.persisted == [[1, 2]] and writers == [threading.current_thread().name]
+    assert _in_a_thread(lambda: log.wait_durable(1), name="helper-1")
+    assert eng.persisted == [[1, 2]] and writers == ["helper-1"]
     assert log.durable_index() == 2 and log.write_stats() == WriteStats(1, 2)
     # the helper counts as a sibling of the next batch: 0 released + itself
     log.append([E(3, 1)])
@@ -509,6 +529,21 @@ def test_a_waiting_thread_that_completes_the_group_writes_it(monkeypatch: Any) -
     assert eng.persisted == [[1, 2], [3]] and writers[-1] == "helper-2" and log.durable_index() == 3
 
 
+def test_the_main_thread_never_writes_a_group(monkeypatch: Any) -> None:
+    """The main thread, where a Ctrl-C lands, leaves writing to the writer thread:
+    an interrupt there can never poison the log in the middle of a write."""
+    eng = GatedEngine(InMemoryEngine())
+    writers: list[str] = []
+    inner_persist = eng.persist_entries
+    monkeypatch.setattr(eng, "persist_entries", lambda b: (writers.append(threading.current_thread().name), inner_persist(b)))
+    log = BufferedRaftLog(eng, MemFirst(idle_interval=3600))
+    log.append([E(1, 1)])  # nobody waits: pending for the hour; the wait below would lead it
+    assert threading.current_thread() is threading.main_thread()
+    assert log.wait_durable(1)
+    assert writers == ["segwal-raftlog-writer"]
+    log.close()
+
+
 def test_a_helping_thread_that_fails_poisons_the_log(monkeypatch: Any, tmp_path: Any) -> None:
     """A failed write by a waiting thread reaches it as EnginePoisonedError, and the
     log refuses everything after, exactly as a failure of the writer thread."""
@@ -516,11 +551,11 @@ def test_a_helping_thread_that_fails_poisons_the_log(monkeypatch: Any, tmp_path:
     fs = FaultyFS(OsFileSystem())
     log = BufferedRaftLog(WalEngine(tmp_path / "wal", sync="always", fs=fs), MemFirst())
     log.append([E(1, 1)])
-    assert log.wait_durable(1)
+    assert _in_a_thread(lambda: log.wait_durable(1))
     fs.fail("sync", persistent=True)
     log.append([E(2, 1)])
     with pytest.raises(EnginePoisonedError) as info:
-        log.wait_durable(2)
+        _in_a_thread(lambda: log.wait_durable(2))
     assert isinstance(info.value.__cause__, OSError)
     assert log.durable_index() == 1
     with pytest.raises(EnginePoisonedError):
