@@ -669,14 +669,14 @@ class BufferedRaftLog:
         it needs the last of them; any timed wait ends at a size threshold."""
         if w is _W_HELPER:  # it cannot write now; the helper hands back when done
             return False
+        return w is _W_EMPTY or (w is _W_SIBLINGS and self._arrivals >= self._expect) or self._batch_full()
+
+    def _batch_full(self) -> bool:
+        """MemFirst: the pending entries reach a size threshold, so they go at once
+        (caller holds ``_lock``)."""
         s = self._strategy
         assert isinstance(s, MemFirst)
-        return (
-            w is _W_EMPTY
-            or (w is _W_SIBLINGS and self._arrivals >= self._expect)
-            or self._last - self._persist_from + 1 >= s.max_batch_entries
-            or self._pending_bytes >= s.max_batch_bytes
-        )
+        return self._last - self._persist_from + 1 >= s.max_batch_entries or self._pending_bytes >= s.max_batch_bytes
 
     def _install(self, k: int, new: list[Entry]) -> None:
         """Put ``new`` in memory from index ``k`` on (caller holds ``_lock``)."""
@@ -784,19 +784,13 @@ class BufferedRaftLog:
         target pending, and the writer's policy for a waited-for batch says go.
         Never the main thread: it alone receives signals, and a Ctrl-C in the
         middle of a write would poison the log for every thread."""
-        s = self._strategy
-        if not isinstance(s, MemFirst) or self._writing or self._closing:
+        if not isinstance(self._strategy, MemFirst) or self._writing or self._closing:
             return False
         if _get_ident() == threading.main_thread().ident:
             return False
         if not self._persist_from <= index <= self._last:
             return False
-        return (
-            self._arrivals >= self._expect
-            or time.monotonic() >= self._expect_deadline
-            or self._last - self._persist_from + 1 >= s.max_batch_entries
-            or self._pending_bytes >= s.max_batch_bytes
-        )
+        return self._arrivals >= self._expect or time.monotonic() >= self._expect_deadline or self._batch_full()
 
     def write_stats(self) -> WriteStats:
         """Engine writes made so far and the entries they carried (how well group
@@ -1064,7 +1058,7 @@ class BufferedRaftLog:
                             self._wstate = _W_EMPTY
                             self._work.wait()
                         continue
-                    if self._closing or pending >= s.max_batch_entries or self._pending_bytes >= s.max_batch_bytes:
+                    if self._closing or self._batch_full():
                         break
                     if self._urgent:  # someone waits: go now, unless siblings are due
                         if not siblings:
