@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 try:  # the engine's own value type when it exists, so no peer is favoured
-    from segwal.wal.types import Entry
+    from segwal.types import Entry
 except Exception:  # pragma: no cover - segwal is always installed with the bench
 
     class Entry(NamedTuple):  # type: ignore[no-redef]

@@ -55,13 +55,14 @@ import time
 from typing import Any
 
 from segwal.engine import WalEngine
-from segwal.fs import FileSystem, OsFile, OsFileSystem
-from segwal.engine.raftlog import (
+from segwal.raft.log import (
     BufferedRaftLog,
     DiskFirst,
     MemFirst,
     PersistenceStrategy,
 )
+
+from segwal.fs import FileSystem, OsFile, OsFileSystem
 
 
 class _SlowSyncFile(OsFile):

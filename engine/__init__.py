@@ -4,7 +4,7 @@
 """
 
 from segwal.engine.engine import DEFAULT_SEGMENT_SIZE, WalEngine
-from segwal.engine.types import HardState, VotedFor
+
 from segwal.errors import (
     CorruptionError,
     EngineClosedError,
@@ -16,7 +16,7 @@ from segwal.errors import (
     StorageIOError,
     SyncError,
 )
-from segwal.wal.types import Entry, LogId
+from segwal.types import Entry, HardState, LogId, VotedFor
 
 __all__ = [
     "WalEngine",

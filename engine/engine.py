@@ -25,13 +25,13 @@ from types import TracebackType
 from typing import Final, Literal, NoReturn
 
 import numpy as np
-
 from segwal.engine import hardstate as _hs
-from segwal.engine.atomic import read_file, replace_file
-from segwal.engine.kv import KVStore
 from segwal.engine.log import SegmentedLog, SegmentInfo
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest, encode_manifest
-from segwal.engine.types import HardState
+from segwal.kv.store import KVStore
+from segwal.wal.format import MAX_SEGMENT_BYTES, SMALL_BATCH
+from segwal.wal.prealloc import Preallocator
+
 from segwal.errors import (
     CorruptionError,
     EngineClosedError,
@@ -41,10 +41,8 @@ from segwal.errors import (
     StorageIOError,
     SyncError,
 )
-from segwal.fs import FileSystem, Lock, OsFileSystem
-from segwal.wal.format import MAX_SEGMENT_BYTES, SMALL_BATCH
-from segwal.wal.prealloc import Preallocator
-from segwal.wal.types import Entry, LogId
+from segwal.fs import FileSystem, Lock, OsFileSystem, make_dirs, read_file, replace_file
+from segwal.types import Entry, HardState, LogId
 
 __all__ = ["WalEngine", "DEFAULT_SEGMENT_SIZE"]
 
@@ -59,23 +57,6 @@ _INT_ONLY: Final = frozenset((int,))
 _BYTES_ONLY: Final = frozenset((bytes,))
 _le = operator.le
 _KV_DIR: Final = "kv"
-
-
-def _make_dirs(fs: FileSystem, path: str) -> None:
-    """Create ``path`` and missing parents one level at a time, fsyncing each parent."""
-    missing: list[str] = []
-    p = path
-    while not fs.exists(p):
-        missing.append(p)
-        parent = os.path.dirname(p)
-        if parent == p:
-            break
-        p = parent
-    if not fs.isdir(p):
-        raise NotADirectoryError(errno.ENOTDIR, "engine path is not a directory", p)
-    for d in reversed(missing):
-        fs.mkdir(d)
-        fs.fsync_dir(os.path.dirname(d))
 
 
 class WalEngine:
@@ -143,7 +124,7 @@ class WalEngine:
         fsys = self._fs
         try:
             if not readonly:
-                _make_dirs(fsys, self._path)
+                make_dirs(fsys, self._path)
             elif not fsys.isdir(self._path):
                 raise FileNotFoundError(errno.ENOENT, "engine directory does not exist", self._path)
             try:
@@ -550,7 +531,7 @@ class WalEngine:
             ValueError: no ``last_applied`` was ever recorded (nothing to name the
                 snapshot by: use ``apply(..., applied=...)``).
         """
-        from segwal.engine.snapshot import CHUNK_PAIRS, write_snapshot
+        from segwal.kv.snapshot import CHUNK_PAIRS, write_snapshot
 
         with self._wlock:
             self._live()
@@ -577,7 +558,7 @@ class WalEngine:
         (the commit point); a crash before leaves the old state whole.  The whole
         snapshot is verified before anything changes.  Complexity: O(bytes).
         """
-        from segwal.engine.snapshot import read_snapshot
+        from segwal.kv.snapshot import read_snapshot
 
         applied, _count, chunks = read_snapshot(self._fs, os.path.abspath(os.fspath(src)))
         with self._wlock:

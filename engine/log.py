@@ -29,9 +29,27 @@ from typing import NamedTuple
 
 import numpy as np
 import xxhash
-
-from segwal.engine.atomic import TMP_SUFFIX, replace_file
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, SegmentRecord, encode_manifest
+from segwal.index.offsets import SealedIndex, TailIndex, write_sealed_index
+from segwal.wal.format import (
+    FRAME_HEADER_SIZE,
+    KIND_ENTRIES,
+    KIND_TRUNCATE,
+    SEGMENT_HEADER_SIZE,
+    SLOT,
+    SLOT_SIZE,
+    Buf,
+    FrameHeader,
+    align8,
+    decode_segment_header,
+    encode_entries_frame,
+    encode_frame,
+    scan_frames,
+)
+from segwal.wal.prealloc import Preallocator
+from segwal.wal.reader import read_batch_entries, read_entries, read_term
+from segwal.wal.segment import SegmentFile, io_error, recover_tail
+
 from segwal.errors import (
     CorruptionError,
     EnginePoisonedError,
@@ -41,27 +59,8 @@ from segwal.errors import (
     StorageIOError,
     SyncError,
 )
-from segwal.fs import FileSystem
-from segwal.index.offsets import SealedIndex, TailIndex, write_sealed_index
-from segwal.wal.format import (
-    Buf,
-    FRAME_HEADER_SIZE,
-    KIND_ENTRIES,
-    KIND_TRUNCATE,
-    SEGMENT_HEADER_SIZE,
-    SLOT,
-    SLOT_SIZE,
-    FrameHeader,
-    align8,
-    decode_segment_header,
-    encode_entries_frame,
-    encode_frame,
-    scan_frames,
-)
-from segwal.wal.reader import read_batch_entries, read_entries, read_term
-from segwal.wal.prealloc import Preallocator
-from segwal.wal.segment import SegmentFile, io_error, recover_tail
-from segwal.wal.types import Entry, LogId
+from segwal.fs import TMP_SUFFIX, FileSystem, replace_file
+from segwal.types import Entry, LogId
 
 __all__ = ["SegmentedLog", "SegmentInfo", "segment_name", "index_name", "replay_frames"]
 

@@ -1,6 +1,6 @@
 """The manifest: which segments make up the log, the purge boundary, the KV generation.
 
-Replaced atomically (:mod:`segwal.engine.atomic`); its rename is the commit
+Replaced atomically (:mod:`segwal.fs`); its rename is the commit
 point of a rotation, a truncation below the tail segment, a purge and a reset.
 Layout (little-endian)::
 
@@ -34,9 +34,10 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from segwal.errors import CorruptionError, FormatVersionError
 from segwal.wal.format import FORMAT_VERSION, crc32c
-from segwal.wal.types import LogId
+
+from segwal.errors import CorruptionError, FormatVersionError
+from segwal.types import LogId
 
 __all__ = ["SegmentRecord", "Manifest", "encode_manifest", "decode_manifest", "MANIFEST_NAME"]
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Sequence
-import numpy as np
 
-from segwal.errors import CorruptionError
-from segwal.fs import File, FileSystem
+import numpy as np
 from segwal.index.format import (
     INDEX_HEADER_SIZE,
     OFFSETS_START,
@@ -30,6 +28,9 @@ from segwal.index.format import (
     encode_index_header,
     offsets_hash,
 )
+
+from segwal.errors import CorruptionError
+from segwal.fs import File, FileSystem
 
 __all__ = ["TailIndex", "SealedIndex", "read_index_header", "write_sealed_index"]
 

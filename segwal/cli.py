@@ -9,7 +9,6 @@ and no traceback.
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import json
 import os
@@ -37,42 +36,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from segwal.engine import WalEngine
+    from segwal.tools.inspect import format_inspection, inspect_dir
 
-    with WalEngine(_need_dir(args.dir), readonly=True) as eng:
-        segs = eng.segments()
-        hs = eng.load_hard_state()
-        stats = eng.kv_stats()
-        info: dict[str, Any] = {
-            "directory": eng.path,
-            "first_index": eng.first_index(),
-            "last_index": eng.last_index(),
-            "purge_boundary": None if eng.purge_boundary() is None else dataclasses.asdict(eng.purge_boundary()),  # type: ignore[arg-type]
-            "hard_state": None if hs is None else dataclasses.asdict(hs),
-            "segments": [
-                {"file": os.path.basename(s.path), "first": s.first, "last": s.last, "size": s.size,
-                 "state": "sealed" if s.sealed else "tail"}
-                for s in segs
-            ],
-            "kv": dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else str(stats),  # type: ignore[arg-type]
-            "last_applied": None if eng.last_applied() is None else dataclasses.asdict(eng.last_applied()),  # type: ignore[arg-type]
-            "notes": list(eng.notes),
-        }
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"directory      {info['directory']}")
-    print(f"log            first {info['first_index']}  last {info['last_index']}  "
-          f"purge boundary {info['purge_boundary']}")
-    print(f"hard state     {info['hard_state']}")
-    print(f"last applied   {info['last_applied']}")
-    print(f"key/value      {info['kv']}")
-    print(f"segments       {len(segs)}")
-    for s in info["segments"]:
-        rng = f"{s['first']}..{s['last']}" if s["last"] >= s["first"] else "(empty)"
-        print(f"  {s['file']}  {rng:>24}  {s['size']:>12} bytes  {s['state']}")
-    for n in info["notes"]:
-        print(f"note: {n}")
+    info = inspect_dir(_need_dir(args.dir))
+    print(json.dumps(info, indent=2) if args.json else "\n".join(format_inspection(info)))
     return 0
 
 
@@ -86,8 +53,8 @@ def _progress(done: int, total: int) -> None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from segwal.engine.verify import verify
     from segwal.fs import OsFileSystem
+    from segwal.tools.verify import verify
 
     path = _need_dir(args.dir)
     fs = OsFileSystem()
@@ -122,23 +89,16 @@ def _lock(fs: Any, path: str) -> Any:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
-    from segwal.engine import WalEngine
+    from segwal.tools.dump import dump_lines
 
-    enc = (lambda b: base64.b64encode(b).decode()) if args.encoding == "base64" else (lambda b: b.hex())
     out = sys.stdout
-    with WalEngine(_need_dir(args.dir), readonly=True) as eng:
-        lo = max(args.from_index if args.from_index is not None else eng.first_index(), eng.first_index())
-        hi = min(args.to_index if args.to_index is not None else eng.last_index(), eng.last_index())
-        i = lo
-        while i <= hi:
-            for e in eng.get_entries_range(i, min(hi, i + 4095)):
-                out.write(json.dumps({"index": e.index, "term": e.term, "payload": enc(e.payload)}) + "\n")
-            i += 4096
+    for line in dump_lines(_need_dir(args.dir), args.from_index, args.to_index, args.encoding):
+        out.write(line + "\n")
     return 0
 
 
 def _cmd_repair(args: argparse.Namespace) -> int:
-    from segwal.engine.repair import repair
+    from segwal.tools.repair import repair
 
     result = repair(_need_dir(args.dir), force=args.force)
     for line in result.lines:
@@ -147,7 +107,7 @@ def _cmd_repair(args: argparse.Namespace) -> int:
 
 
 def _cmd_crashtest(args: argparse.Namespace) -> int:
-    from segwal.testing.builtin import run_crashtest
+    from segwal.tools.crashtest import run_crashtest
 
     return run_crashtest(states=args.states, seed=args.seed, out=print)
 

@@ -59,9 +59,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segwal.fs import OsFile, OsFileSystem
 from segwal.testing.crash import CrashSimulator, CrashState
 from segwal.testing.recording import Mark, Recording, RecordingFS
+
+from segwal.fs import OsFile, OsFileSystem
 
 __all__ = [
     "Snapshot",
@@ -763,7 +764,7 @@ class TrackedEngine:
     def install_snapshot(self, src: Any) -> Any:
         """Forward; mark ``install_snapshot`` with the snapshot's content (always
         durable on return)."""
-        from segwal.engine.snapshot import read_snapshot
+        from segwal.kv.snapshot import read_snapshot
 
         applied, _n, chunks = read_snapshot(OsFileSystem(), str(src))
         out = self._engine.install_snapshot(src)

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from segwal.engine import Entry, HardState, LogId, VotedFor
-from segwal.engine.aio import AsyncWalEngine
-from segwal.engine.memory import InMemoryEngine
+from segwal.storage.aio import AsyncWalEngine
+from segwal.storage.memory import InMemoryEngine
 
 from segwal.errors import EngineClosedError, LockedError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from segwal.testing.builtin import SEGMENT_SIZE, record_workload, run_crashtest
+from segwal.tools.crashtest import SEGMENT_SIZE, record_workload, run_crashtest
 
 from segwal.cli import main
 

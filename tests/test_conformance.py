@@ -1,4 +1,4 @@
-"""Run the conformance kit (``segwal.conformance``) against segwal's own engines.
+"""Run the conformance kit (``segwal.testing.conformance``) against segwal's own engines.
 
 ``WalEngine`` runs with small segments (so batches rotate segments often), with
 the default size, and in ``sync="flush"`` mode; ``InMemoryEngine`` runs as a
@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from segwal.conformance import EngineContract
-from segwal.engine.memory import InMemoryEngine
-from segwal.engine.protocol import StorageEngine
+from segwal.storage.memory import InMemoryEngine
+from segwal.testing.conformance import EngineContract
+
+from segwal.types import StorageEngine
 
 
 class TestInMemoryEngine(EngineContract):

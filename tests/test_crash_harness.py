@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from segwal.fs import OsFileSystem
 from segwal.testing import (
     CheckContext,
     CrashSimulator,
@@ -28,6 +26,8 @@ from segwal.testing import (
 )
 from segwal.testing.checker import TrackedEngine
 from segwal.testing.crash import _pieces
+
+from segwal.fs import OsFileSystem
 
 pytest_plugins = ["pytester"]
 

@@ -40,7 +40,6 @@ from segwal.engine import (
     SyncError,
     WalEngine,
 )
-from segwal.engine.verify import verify
 from segwal.testing import (
     FaultyFS,
     OpKind,
@@ -50,6 +49,7 @@ from segwal.testing import (
     snapshot_engine,
 )
 from segwal.testing.checker import ScratchFS, Snapshot
+from segwal.tools.verify import verify
 from segwal.wal.format import SEGMENT_HEADER_SIZE, decode_frame_header
 
 from segwal.fs import OsFileSystem

@@ -6,11 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from segwal.errors import CorruptionError, FormatVersionError
 from segwal.wal.format import (
     FRAME_HEADER_SIZE,
-    KIND_ENTRIES,
     KIND_TRUNCATE,
     SEGMENT_HEADER_SIZE,
     decode_frame_header,
@@ -23,7 +20,9 @@ from segwal.wal.format import (
 )
 from segwal.wal.reader import read_entries, read_entry
 from segwal.wal.segment import recover_tail
-from segwal.wal.types import Entry
+
+from segwal.errors import CorruptionError, FormatVersionError
+from segwal.types import Entry
 
 
 def build(batches: list[list[bytes]], *, first: int = 1, term: int = 1) -> tuple[bytes, list[int], list[np.ndarray]]:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from segwal.kv.store import MAX_KEY_SIZE, KVStore
 
-from segwal.engine.kv import MAX_KEY_SIZE, KVStore
 from segwal.errors import (
     CorruptionError,
     EngineClosedError,
@@ -26,7 +26,7 @@ from segwal.errors import (
     SyncError,
 )
 from segwal.fs import Buffer, OsFileSystem
-from segwal.wal.types import LogId
+from segwal.types import LogId
 
 EID = 0x5EC0
 FS = OsFileSystem()

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from segwal.engine import Entry, LogId, WalEngine
-from segwal.engine.memory import InMemoryEngine
-from segwal.engine.raftlog import BufferedRaftLog, DiskFirst, MemFirst, WriteStats
+from segwal.raft.log import BufferedRaftLog, DiskFirst, MemFirst, WriteStats
+from segwal.storage.memory import InMemoryEngine
 from segwal.testing import FaultyFS
 
 from segwal.errors import EngineClosedError, EnginePoisonedError
@@ -420,7 +420,7 @@ def test_waiters_time_out_inside_the_wake_relay(monkeypatch: Any) -> None:
     """Waiters whose target became durable are released one by one (a relay);
     one whose timeout expires before the relay reaches it leaves the relay
     and reports its durable target, and nobody after it is stranded."""
-    from segwal.engine import raftlog
+    from segwal.raft import log as raftlog
 
     eng = GatedEngine(InMemoryEngine())
     gate = eng.flush_gate = threading.Event()
@@ -600,7 +600,7 @@ def test_an_interrupted_waiter_does_not_stop_the_relay(monkeypatch: Any) -> None
     nothing behind: the waiters after it are still woken by the next write."""
     import _thread
 
-    from segwal.engine import raftlog
+    from segwal.raft import log as raftlog
 
     class Interrupted(BaseException):
         pass

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from segwal.engine import CorruptionError, Entry, WalEngine
 
 
@@ -56,7 +55,7 @@ def test_random_ranges_match_the_model_through_overwrites(tmp_path: Path) -> Non
     (long ones take the batch-CRC path) equals the in-memory model's."""
     import random
 
-    from segwal.engine.memory import InMemoryEngine
+    from segwal.storage.memory import InMemoryEngine
 
     rng = random.Random(7)
     model = InMemoryEngine()

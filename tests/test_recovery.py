@@ -8,9 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from segwal.engine import CorruptionError, Entry, HardState, LogId, WalEngine
-from segwal.wal.format import FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE, decode_frame_header
+from segwal.wal.format import SEGMENT_HEADER_SIZE, decode_frame_header
 
 
 def batch(first: int, n: int, term: int = 1, size: int = 20) -> list[Entry]:

@@ -20,18 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from segwal.storage.sqlite import SqliteEngine
+from segwal.testing.conformance import EngineContract, make_entries
 
-from segwal.conformance import EngineContract, make_entries
-from segwal.engine.protocol import StorageEngine
-from segwal.engine.sqlite_engine import SqliteEngine
-from segwal.engine.types import HardState, VotedFor
 from segwal.errors import CorruptionError, EngineClosedError, LockedError
-from segwal.wal.types import Entry, LogId
+from segwal.types import Entry, HardState, LogId, StorageEngine, VotedFor
 
 
 def _rocksdb(path: str, sync: str = "always") -> StorageEngine:
     pytest.importorskip("rocksdict")
-    from segwal.engine.rocksdb_engine import RocksDBEngine
+    from segwal.storage.rocksdb import RocksDBEngine
 
     return RocksDBEngine(path, sync=sync)  # type: ignore[arg-type]
 
@@ -111,7 +109,7 @@ def test_second_open_from_another_process_is_locked(tmp_path: Path) -> None:
     with SqliteEngine(path):
         code = textwrap.dedent(
             f"""
-            from segwal.engine.sqlite_engine import SqliteEngine
+            from segwal.storage.sqlite import SqliteEngine
             from segwal.errors import LockedError
             try:
                 SqliteEngine({path!r})
@@ -154,12 +152,12 @@ def test_flush_mode_writes_survive_a_killed_process(tmp_path: Path, opener: Call
     """``sync="flush"``: a write reaches the OS on return, so SIGKILL loses nothing."""
     path = str(tmp_path / "e")
     kind = "sqlite" if opener is _sqlite else "rocksdb"
-    module, cls = ("sqlite_engine", "SqliteEngine") if kind == "sqlite" else ("rocksdb_engine", "RocksDBEngine")
+    module, cls = ("sqlite", "SqliteEngine") if kind == "sqlite" else ("rocksdb", "RocksDBEngine")
     code = textwrap.dedent(
         f"""
         import os, signal
-        from segwal.engine.{module} import {cls}
-        from segwal.wal.types import Entry, LogId
+        from segwal.storage.{module} import {cls}
+        from segwal.types import Entry, LogId
         e = {cls}({path!r}, sync="flush")
         e.persist_entries([Entry(i, 1, b"x%d" % i) for i in range(1, 51)])
         e.apply([(b"k", b"v")], applied=LogId(1, 50))
@@ -183,7 +181,7 @@ def test_rocksdb_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     monkeypatch.delitem(sys.modules, "rocksdict", raising=False)
-    module = importlib.import_module("segwal.engine.rocksdb_engine")  # importing the module needs no rocksdict
+    module = importlib.import_module("segwal.storage.rocksdb")  # importing the module needs no rocksdict
     with pytest.raises(ImportError, match=r"segwal\[rocksdb\]"):
         module.RocksDBEngine(str(tmp_path / "e"))
     assert not os.path.exists(tmp_path / "e" / "db")

@@ -30,7 +30,7 @@ import textwrap
 
 import pytest
 
-from segwal.wal.types import LogId
+from segwal.types import LogId
 
 try:
     from segwal.engine import WalEngine

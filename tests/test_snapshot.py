@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
 from segwal.engine import CorruptionError, Entry, HardState, LogId, WalEngine
 from segwal.testing.pytest_plugin import CrashHarness
 

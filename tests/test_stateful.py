@@ -26,12 +26,10 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from segwal.storage.memory import InMemoryEngine
+from segwal.testing.conformance import observe
 
-from segwal.conformance import observe
-from segwal.engine.memory import InMemoryEngine
-from segwal.engine.protocol import StorageEngine
-from segwal.engine.types import HardState, VotedFor
-from segwal.wal.types import Entry, LogId
+from segwal.types import Entry, HardState, LogId, StorageEngine, VotedFor
 
 try:
     from segwal.engine import WalEngine

@@ -3,6 +3,6 @@
 ``segwal.wal`` never imports ``segwal.engine``.
 """
 
-from segwal.wal.types import Entry, LogId
+from segwal.types import Entry, LogId
 
 __all__ = ["Entry", "LogId"]

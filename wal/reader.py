@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from itertools import repeat
 from typing import cast
+
 import numpy as np
 import xxhash
+from segwal.wal.format import SLOT, SLOT_DTYPE, SLOT_SIZE, Buf
 
 from segwal.errors import CorruptionError
-from segwal.wal.format import SLOT, SLOT_DTYPE, SLOT_SIZE, Buf
-from segwal.wal.types import Entry
+from segwal.types import Entry
 
 __all__ = ["read_entry", "read_entries", "read_batch_entries", "read_term"]
 

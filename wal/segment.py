@@ -16,11 +16,9 @@ import mmap
 import threading
 from dataclasses import dataclass
 
-from segwal.errors import CorruptionError, OutOfSpaceError, StorageIOError, SyncError
-from segwal.fs import File, FileSystem
 from segwal.wal.format import (
-    Buf,
     SEGMENT_HEADER_SIZE,
+    Buf,
     EncodedFrame,
     FrameHeader,
     decode_segment_header,
@@ -28,6 +26,9 @@ from segwal.wal.format import (
     find_valid_frames,
     scan_frames,
 )
+
+from segwal.errors import CorruptionError, OutOfSpaceError, StorageIOError, SyncError
+from segwal.fs import File, FileSystem
 
 __all__ = ["SegmentFile", "TailRecovery", "recover_tail", "io_error"]
 

@@ -1,4 +1,4 @@
-"""Conformance kit: hold any :class:`~segwal.engine.protocol.StorageEngine` to segwal's contract.
+"""Conformance kit: hold any :class:`~segwal.types.StorageEngine` to segwal's contract.
 
 Strategy: :class:`EngineContract` is a pytest test class without a ``Test``
 prefix, so pytest does not collect it by itself.  Subclass it in a test
@@ -9,7 +9,7 @@ that every effect survives ``close()`` and a reopen on the same path.
 
 Example (``tests/test_my_engine.py``)::
 
-    from segwal.conformance import EngineContract
+    from segwal.testing.conformance import EngineContract
     from mypackage import MyEngine
 
     class TestMyEngine(EngineContract):
@@ -35,10 +35,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from segwal.engine.protocol import StorageEngine
-from segwal.engine.types import HardState, VotedFor
 from segwal.errors import CorruptionError
-from segwal.wal.types import Entry, LogId
+from segwal.types import Entry, HardState, LogId, StorageEngine, VotedFor
 
 __all__ = ["EngineContract", "EngineState", "Harness", "observe", "make_entries"]
 

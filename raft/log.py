@@ -3,7 +3,7 @@
 Strategy: this module owns the *protocol-level* log (the d-engine ``RaftLog``):
 sequencing, Raft's matching rule, conflict truncation and an in-memory buffer
 of recent entries.  Physical persistence is left to the engine below, reached
-only through the :class:`~segwal.engine.protocol.StorageEngine` contract
+only through the :class:`~segwal.types.StorageEngine` contract
 (``persist_entries`` with its conflict-overwrite semantics, ``flush``,
 ``purge_logs``, reads).  Two persistence strategies decide *when* an append
 returns:
@@ -68,15 +68,13 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterable
-from itertools import repeat
 from dataclasses import dataclass
+from itertools import repeat
 from types import TracebackType
 from typing import Final, Self
 
-from segwal.engine.protocol import StorageEngine
-from segwal.wal.types import Entry, LogId
-
 from segwal.errors import EngineClosedError, EnginePoisonedError, OutOfSpaceError
+from segwal.types import Entry, LogId, StorageEngine
 
 __all__ = ["BufferedRaftLog", "DiskFirst", "MemFirst", "PersistenceStrategy", "WriteStats"]
 

@@ -2,10 +2,10 @@
 
 A reference custom engine (issue 5, section 4): the d-engine design's
 "production-grade" RocksDB engine, with write batches, and a baseline for the
-benchmarks.  It follows :class:`~segwal.engine.memory.InMemoryEngine` edge
+benchmarks.  It follows :class:`~segwal.storage.memory.InMemoryEngine` edge
 case for edge case and validates batches with the same
-:func:`~segwal.engine.contract.check_batch` (and the other rules of
-:mod:`segwal.engine.contract`).
+:func:`~segwal.storage.rules.check_batch` (and the other rules of
+:mod:`segwal.storage.rules`).
 
 rocksdict is an optional dependency (``pip install 'segwal[rocksdb]'``): this
 module imports without it, and :class:`RocksDBEngine` raises a clear
@@ -54,7 +54,8 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Final, Literal
 
-from segwal.engine.contract import (
+from segwal.engine.hardstate import decode_hard_state, encode_hard_state
+from segwal.storage.rules import (
     CachedStateMixin,
     appended_bounds,
     check_batch,
@@ -75,12 +76,11 @@ from segwal.engine.contract import (
     truncate_needed,
     truncated_bounds,
 )
-from segwal.engine.hardstate import decode_hard_state, encode_hard_state
-from segwal.engine.sqlite_engine import open_locked_directory
-from segwal.engine.types import HardState
+from segwal.storage.sqlite import open_locked_directory
+
 from segwal.errors import CorruptionError, EngineClosedError, SegwalError, StorageIOError
 from segwal.fs import OsFileSystem
-from segwal.wal.types import Entry, LogId
+from segwal.types import Entry, HardState, LogId
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only; rocksdict is optional at run time
     import rocksdict  # type: ignore[import-not-found, unused-ignore]
@@ -125,7 +125,7 @@ def _log_key_after(index: int) -> bytes:
 
 
 class RocksDBEngine(CachedStateMixin):
-    """A durable :class:`~segwal.engine.protocol.StorageEngine` on RocksDB (rocksdict).
+    """A durable :class:`~segwal.types.StorageEngine` on RocksDB (rocksdict).
 
     Args:
         path: the engine directory (created, with missing parents, if needed).
@@ -149,8 +149,8 @@ class RocksDBEngine(CachedStateMixin):
     :class:`~segwal.errors.EngineClosedError`.  Calls are serialised by a lock.
     The cached reads (``first_index``, ``last_index``, ``purge_boundary``,
     ``last_applied``), ``is_write_durable`` and ``with`` support come from
-    :class:`~segwal.engine.contract.CachedStateMixin`; the argument checks and
-    log rules from the functions of :mod:`segwal.engine.contract`.
+    :class:`~segwal.storage.rules.CachedStateMixin`; the argument checks and
+    log rules from the functions of :mod:`segwal.storage.rules`.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, sync: Literal["always", "flush"] = "always") -> None:

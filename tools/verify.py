@@ -18,19 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
-from segwal.engine.atomic import TMP_SUFFIX, read_file
 from segwal.engine.hardstate import HARDSTATE_NAME, decode_hard_state
 from segwal.engine.log import index_name, replay_frames, segment_name
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest
-from segwal.errors import CorruptionError
-from segwal.fs import FileSystem, OsFileSystem
 from segwal.index.format import OFFSETS_START, offsets_hash
 from segwal.index.offsets import TailIndex, read_index_header
 from segwal.wal.format import (
-    Buf,
     KIND_ENTRIES,
     SEGMENT_HEADER_SIZE,
+    Buf,
     FrameHeader,
     decode_segment_header,
     find_valid_frames,
@@ -38,6 +34,9 @@ from segwal.wal.format import (
 )
 from segwal.wal.reader import read_entries, read_entry
 from segwal.wal.segment import recover_tail
+
+from segwal.errors import CorruptionError
+from segwal.fs import TMP_SUFFIX, FileSystem, OsFileSystem, read_file
 
 __all__ = ["Finding", "VerifyReport", "verify", "replay_segment"]
 
@@ -300,7 +299,7 @@ def _verify_kv(fs: FileSystem, path: str, m: Manifest, findings: list[Finding]) 
     kvdir = os.path.join(path, "kv")
     if not fs.exists(kvdir):
         return
-    from segwal.engine.kv import KVStore
+    from segwal.kv.store import KVStore
 
     try:
         kv = KVStore.open(fs, kvdir, engine_id=m.engine_id, generation=m.kv_generation, sync=False, readonly=True)

@@ -15,7 +15,7 @@ State, all plain Python:
 
 Every method validates all of its input before changing anything, so a call
 that raises leaves the engine as it was; the checks and log rules are those of
-:mod:`segwal.engine.contract`, shared with the other reference engines.  Nothing is written anywhere:
+:mod:`segwal.storage.rules`, shared with the other reference engines.  Nothing is written anywhere:
 ``is_write_durable()`` is ``False`` and ``flush()`` does nothing.  Not
 thread-safe.
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from segwal.engine.contract import (
+from segwal.storage.rules import (
     ContextManagerMixin,
     check_batch,
     check_bytes,
@@ -37,17 +37,17 @@ from segwal.engine.contract import (
     stage_changes,
     truncate_needed,
 )
-from segwal.engine.types import HardState
-from segwal.errors import EngineClosedError
-from segwal.wal.types import Entry, LogId
 
-# check_batch and the check_* validators live in segwal.engine.contract; they
+from segwal.errors import EngineClosedError
+from segwal.types import Entry, HardState, LogId
+
+# check_batch and the check_* validators live in segwal.storage.rules; they
 # are re-exported here for code that imported them from this module.
 __all__ = ["InMemoryEngine", "check_batch", "check_bytes", "check_int", "check_u64"]
 
 
 class InMemoryEngine(ContextManagerMixin):
-    """A complete, non-durable :class:`~segwal.engine.protocol.StorageEngine`.
+    """A complete, non-durable :class:`~segwal.types.StorageEngine`.
 
     ``InMemoryEngine()`` starts empty.  Methods, by intent: log writes
     (:meth:`persist_entries`, :meth:`truncate`, :meth:`purge_logs`,

@@ -2,7 +2,7 @@
 
 Strategy: every call is forwarded to a synchronous engine (a
 :class:`~segwal.engine.WalEngine` by default, or any
-:class:`~segwal.engine.protocol.StorageEngine`) in a worker thread, so the
+:class:`~segwal.types.StorageEngine`) in a worker thread, so the
 event loop never blocks on a read, a write or an fsync.
 
 * **Writes** (``persist_entries``, ``truncate``, ``purge_logs``, ``flush``,
@@ -34,11 +34,9 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 from segwal.engine.engine import DEFAULT_SEGMENT_SIZE, WalEngine
-from segwal.engine.protocol import KVChange, StorageEngine
-from segwal.engine.types import HardState
-from segwal.wal.types import Entry, LogId
 
 from segwal.errors import EngineClosedError
+from segwal.types import Entry, HardState, KVChange, LogId, StorageEngine
 
 __all__ = ["AsyncWalEngine"]
 
@@ -64,7 +62,7 @@ class AsyncWalEngine:
             e = await eng.entry(1)
 
     Every method has the contract of the synchronous one (see
-    :mod:`segwal.engine.protocol`); each is a coroutine except
+    :mod:`segwal.types`); each is a coroutine except
     :meth:`is_write_durable`, which does no I/O.
 
     Thread safety: use one instance from one event loop.

@@ -1,7 +1,7 @@
-"""The rules of the :class:`~segwal.engine.protocol.StorageEngine` contract, in one place.
+"""The rules of the :class:`~segwal.types.StorageEngine` contract, in one place.
 
-Pure helpers shared by the reference engines (:mod:`segwal.engine.memory`,
-:mod:`segwal.engine.sqlite_engine`, :mod:`segwal.engine.rocksdb_engine`) and
+Pure helpers shared by the reference engines (:mod:`segwal.storage.memory`,
+:mod:`segwal.storage.sqlite`, :mod:`segwal.storage.rocksdb`) and
 open to any custom engine that wants the exact rules:
 
 * argument validation: :func:`check_int`, :func:`check_bytes`,
@@ -16,13 +16,12 @@ open to any custom engine that wants the exact rules:
 * encoding of the metadata the durable engines store: :func:`encode_u64`,
   :func:`decode_u64`, :func:`encode_logid`, :func:`decode_logid`,
   :func:`check_log_end`;
-* :func:`make_dirs`, creating an engine directory durably;
 * two mixins for the methods that are the same in every engine:
   :class:`ContextManagerMixin` (``with engine:``) and
   :class:`CachedStateMixin` (the cached ``first_index``/``last_index``/
   ``purge_boundary``/``last_applied`` reads of a lock-serialised engine).
 
-No function here keeps state or touches storage except :func:`make_dirs`; every
+No function here keeps state or touches storage; every
 check raises before the caller changes anything, so a call that raises leaves
 an engine as it was.
 """
@@ -35,11 +34,8 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Final, Self
 
-from segwal.engine.engine import _make_dirs
-from segwal.engine.types import HardState
 from segwal.errors import CorruptionError
-from segwal.fs import FileSystem
-from segwal.wal.types import Entry, LogId
+from segwal.types import Entry, HardState, LogId
 
 __all__ = [
     "U64_LIMIT",
@@ -60,7 +56,6 @@ __all__ = [
     "decode_u64",
     "encode_logid",
     "encode_u64",
-    "make_dirs",
     "purge_needed",
     "purged_bounds",
     "stage_changes",
@@ -377,19 +372,6 @@ def check_log_end(highest: int, last_index: int, path: str) -> None:
     """Raise CorruptionError unless the highest stored entry is at the stored ``last_index``.  O(1)."""
     if highest != last_index:
         raise CorruptionError(f"log ends at {highest} but last_index is {last_index}", path=path, index=highest)
-
-
-# -- directories --------------------------------------------------------------
-
-
-def make_dirs(fs: FileSystem, path: str) -> None:
-    """Create ``path`` and missing parents one level at a time, fsyncing each parent.
-
-    Raises NotADirectoryError when an existing ancestor is not a directory,
-    OSError when the file system fails.  Complexity: O(depth of ``path``)
-    ``exists`` calls plus one ``mkdir`` and one directory fsync per missing level.
-    """
-    _make_dirs(fs, path)
 
 
 # -- shared methods -----------------------------------------------------------

@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from segwal.engine.atomic import read_file, replace_file
 from segwal.engine.hardstate import load_hard_state, save_hard_state
 from segwal.engine.manifest import MANIFEST_NAME, decode_manifest, encode_manifest
-from segwal.engine.verify import CORRUPTION, Finding, verify
+from segwal.tools.verify import CORRUPTION, Finding, verify
+
 from segwal.errors import LockedError
-from segwal.fs import FileSystem, OsFileSystem
+from segwal.fs import FileSystem, OsFileSystem, read_file, replace_file
 
 __all__ = ["RepairResult", "repair"]
 

@@ -2,9 +2,9 @@
 
 A reference custom engine (issue 5, section 4): it shows how a user plugs a
 general-purpose database behind segwal's contract, passes the conformance kit
-(``segwal.conformance``), and serves as a baseline for the benchmarks.  It
-follows :class:`~segwal.engine.memory.InMemoryEngine` edge case for edge case
-and applies the same rules, from :mod:`segwal.engine.contract`.
+(``segwal.testing.conformance``), and serves as a baseline for the benchmarks.  It
+follows :class:`~segwal.storage.memory.InMemoryEngine` edge case for edge case
+and applies the same rules, from :mod:`segwal.storage.rules`.
 
 Directory layout::
 
@@ -50,7 +50,8 @@ import threading
 from collections.abc import Iterable
 from typing import Final, Literal
 
-from segwal.engine.contract import (
+from segwal.engine.hardstate import decode_hard_state, encode_hard_state
+from segwal.storage.rules import (
     CachedStateMixin,
     appended_bounds,
     check_batch,
@@ -65,18 +66,16 @@ from segwal.engine.contract import (
     decode_u64,
     encode_logid,
     encode_u64,
-    make_dirs,
     purge_needed,
     purged_bounds,
     stage_changes,
     truncate_needed,
     truncated_bounds,
 )
-from segwal.engine.hardstate import decode_hard_state, encode_hard_state
-from segwal.engine.types import HardState
+
 from segwal.errors import CorruptionError, EngineClosedError, LockedError, SegwalError, StorageIOError
-from segwal.fs import Lock, OsFileSystem
-from segwal.wal.types import Entry, LogId
+from segwal.fs import Lock, OsFileSystem, make_dirs
+from segwal.types import Entry, HardState, LogId
 
 __all__ = ["SqliteEngine", "DB_NAME", "LOCK_NAME", "open_locked_directory"]
 
@@ -119,7 +118,7 @@ def open_locked_directory(path: str | os.PathLike[str]) -> tuple[str, Lock]:
 
 
 class SqliteEngine(CachedStateMixin):
-    """A durable :class:`~segwal.engine.protocol.StorageEngine` in one SQLite database.
+    """A durable :class:`~segwal.types.StorageEngine` in one SQLite database.
 
     Args:
         path: the engine directory (created, with missing parents, if needed).
@@ -140,8 +139,8 @@ class SqliteEngine(CachedStateMixin):
     :class:`~segwal.errors.EngineClosedError`.  Calls are serialised by a lock.
     The cached reads (``first_index``, ``last_index``, ``purge_boundary``,
     ``last_applied``), ``is_write_durable`` and ``with`` support come from
-    :class:`~segwal.engine.contract.CachedStateMixin`; the argument checks and
-    log rules from the functions of :mod:`segwal.engine.contract`.
+    :class:`~segwal.storage.rules.CachedStateMixin`; the argument checks and
+    log rules from the functions of :mod:`segwal.storage.rules`.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, sync: Literal["always", "flush"] = "always") -> None:

@@ -1,0 +1,1 @@
+"""segwal.tools: what the ``segwal`` command runs (inspect, verify, repair, dump, crashtest)."""
