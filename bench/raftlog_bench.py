@@ -55,14 +55,13 @@ import time
 from typing import Any
 
 from segwal.engine import WalEngine
+from segwal.fs import FileSystem, OsFile, OsFileSystem
 from segwal.raft.log import (
     BufferedRaftLog,
     DiskFirst,
     MemFirst,
     PersistenceStrategy,
 )
-
-from segwal.fs import FileSystem, OsFile, OsFileSystem
 
 
 class _SlowSyncFile(OsFile):

@@ -4,7 +4,6 @@
 """
 
 from segwal.engine.engine import DEFAULT_SEGMENT_SIZE, WalEngine
-
 from segwal.errors import (
     CorruptionError,
     EngineClosedError,

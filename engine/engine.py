@@ -25,13 +25,10 @@ from types import TracebackType
 from typing import Final, Literal, NoReturn
 
 import numpy as np
+
 from segwal.engine import hardstate as _hs
 from segwal.engine.log import SegmentedLog, SegmentInfo
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest, encode_manifest
-from segwal.kv.store import KVStore
-from segwal.wal.format import MAX_SEGMENT_BYTES, SMALL_BATCH
-from segwal.wal.prealloc import Preallocator
-
 from segwal.errors import (
     CorruptionError,
     EngineClosedError,
@@ -42,7 +39,10 @@ from segwal.errors import (
     SyncError,
 )
 from segwal.fs import FileSystem, Lock, OsFileSystem, make_dirs, read_file, replace_file
+from segwal.kv.store import KVStore
 from segwal.types import Entry, HardState, LogId
+from segwal.wal.format import MAX_SEGMENT_BYTES, SMALL_BATCH
+from segwal.wal.prealloc import Preallocator
 
 __all__ = ["WalEngine", "DEFAULT_SEGMENT_SIZE"]
 

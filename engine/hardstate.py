@@ -19,11 +19,10 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from segwal.wal.format import FORMAT_VERSION, crc32c
-
 from segwal.errors import CorruptionError, FormatVersionError
 from segwal.fs import FileSystem, read_file, replace_file
 from segwal.types import HardState, VotedFor
+from segwal.wal.format import FORMAT_VERSION, crc32c
 
 __all__ = ["HARDSTATE_NAME", "encode_hard_state", "decode_hard_state", "load_hard_state", "save_hard_state"]
 

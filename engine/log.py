@@ -29,8 +29,20 @@ from typing import NamedTuple
 
 import numpy as np
 import xxhash
+
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, SegmentRecord, encode_manifest
+from segwal.errors import (
+    CorruptionError,
+    EnginePoisonedError,
+    FormatVersionError,
+    OutOfSpaceError,
+    SegwalError,
+    StorageIOError,
+    SyncError,
+)
+from segwal.fs import TMP_SUFFIX, FileSystem, replace_file
 from segwal.index.offsets import SealedIndex, TailIndex, write_sealed_index
+from segwal.types import Entry, LogId
 from segwal.wal.format import (
     FRAME_HEADER_SIZE,
     KIND_ENTRIES,
@@ -49,18 +61,6 @@ from segwal.wal.format import (
 from segwal.wal.prealloc import Preallocator
 from segwal.wal.reader import read_batch_entries, read_entries, read_term
 from segwal.wal.segment import SegmentFile, io_error, recover_tail
-
-from segwal.errors import (
-    CorruptionError,
-    EnginePoisonedError,
-    FormatVersionError,
-    OutOfSpaceError,
-    SegwalError,
-    StorageIOError,
-    SyncError,
-)
-from segwal.fs import TMP_SUFFIX, FileSystem, replace_file
-from segwal.types import Entry, LogId
 
 __all__ = ["SegmentedLog", "SegmentInfo", "segment_name", "index_name", "replay_frames"]
 

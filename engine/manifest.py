@@ -34,10 +34,9 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from segwal.wal.format import FORMAT_VERSION, crc32c
-
 from segwal.errors import CorruptionError, FormatVersionError
 from segwal.types import LogId
+from segwal.wal.format import FORMAT_VERSION, crc32c
 
 __all__ = ["SegmentRecord", "Manifest", "encode_manifest", "decode_manifest", "MANIFEST_NAME"]
 

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Final
 
 import xxhash
-from segwal.wal.format import FORMAT_VERSION, Buf, crc32c
 
 from segwal.errors import FormatVersionError
+from segwal.wal.format import FORMAT_VERSION, Buf, crc32c
 
 __all__ = [
     "INDEX_HEADER",

@@ -19,6 +19,9 @@ import mmap
 from collections.abc import Sequence
 
 import numpy as np
+
+from segwal.errors import CorruptionError
+from segwal.fs import File, FileSystem
 from segwal.index.format import (
     INDEX_HEADER_SIZE,
     OFFSETS_START,
@@ -28,9 +31,6 @@ from segwal.index.format import (
     encode_index_header,
     offsets_hash,
 )
-
-from segwal.errors import CorruptionError
-from segwal.fs import File, FileSystem
 
 __all__ = ["TailIndex", "SealedIndex", "read_index_header", "write_sealed_index"]
 

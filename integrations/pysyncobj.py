@@ -86,6 +86,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import xxhash
+
 from segwal.engine import (
     DEFAULT_SEGMENT_SIZE,
     Entry,

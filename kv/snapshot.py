@@ -33,11 +33,11 @@ from collections.abc import Iterator
 from typing import Final
 
 import numpy as np
-from segwal.wal.format import FORMAT_VERSION, crc32c
 
 from segwal.errors import CorruptionError, FormatVersionError, StorageIOError
 from segwal.fs import TMP_SUFFIX, FileSystem
 from segwal.types import LogId
+from segwal.wal.format import FORMAT_VERSION, crc32c
 
 __all__ = ["write_snapshot", "read_snapshot", "CHUNK_PAIRS"]
 

@@ -55,6 +55,17 @@ from typing import Any, Final, NoReturn
 
 import numpy as np
 import xxhash
+
+from segwal.errors import (
+    CorruptionError,
+    EngineClosedError,
+    EnginePoisonedError,
+    OutOfSpaceError,
+    StorageIOError,
+    SyncError,
+)
+from segwal.fs import FileSystem
+from segwal.types import LogId
 from segwal.wal.format import (
     FRAME_HEADER_SIZE,
     KIND_KV,
@@ -67,17 +78,6 @@ from segwal.wal.format import (
 )
 from segwal.wal.prealloc import Preallocator
 from segwal.wal.segment import SegmentFile, io_error, recover_tail
-
-from segwal.errors import (
-    CorruptionError,
-    EngineClosedError,
-    EnginePoisonedError,
-    OutOfSpaceError,
-    StorageIOError,
-    SyncError,
-)
-from segwal.fs import FileSystem
-from segwal.types import LogId
 
 __all__ = [
     "KVStore",

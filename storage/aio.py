@@ -34,7 +34,6 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 from segwal.engine.engine import DEFAULT_SEGMENT_SIZE, WalEngine
-
 from segwal.errors import EngineClosedError
 from segwal.types import Entry, HardState, KVChange, LogId, StorageEngine
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from segwal.errors import EngineClosedError
 from segwal.storage.rules import (
     ContextManagerMixin,
     check_batch,
@@ -37,8 +38,6 @@ from segwal.storage.rules import (
     stage_changes,
     truncate_needed,
 )
-
-from segwal.errors import EngineClosedError
 from segwal.types import Entry, HardState, LogId
 
 # check_batch and the check_* validators live in segwal.storage.rules; they

@@ -55,6 +55,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Final, Literal
 
 from segwal.engine.hardstate import decode_hard_state, encode_hard_state
+from segwal.errors import CorruptionError, EngineClosedError, SegwalError, StorageIOError
+from segwal.fs import OsFileSystem
 from segwal.storage.rules import (
     CachedStateMixin,
     appended_bounds,
@@ -77,9 +79,6 @@ from segwal.storage.rules import (
     truncated_bounds,
 )
 from segwal.storage.sqlite import open_locked_directory
-
-from segwal.errors import CorruptionError, EngineClosedError, SegwalError, StorageIOError
-from segwal.fs import OsFileSystem
 from segwal.types import Entry, HardState, LogId
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only; rocksdict is optional at run time

@@ -51,6 +51,8 @@ from collections.abc import Iterable
 from typing import Final, Literal
 
 from segwal.engine.hardstate import decode_hard_state, encode_hard_state
+from segwal.errors import CorruptionError, EngineClosedError, LockedError, SegwalError, StorageIOError
+from segwal.fs import Lock, OsFileSystem, make_dirs
 from segwal.storage.rules import (
     CachedStateMixin,
     appended_bounds,
@@ -72,9 +74,6 @@ from segwal.storage.rules import (
     truncate_needed,
     truncated_bounds,
 )
-
-from segwal.errors import CorruptionError, EngineClosedError, LockedError, SegwalError, StorageIOError
-from segwal.fs import Lock, OsFileSystem, make_dirs
 from segwal.types import Entry, HardState, LogId
 
 __all__ = ["SqliteEngine", "DB_NAME", "LOCK_NAME", "open_locked_directory"]

@@ -59,10 +59,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segwal.fs import OsFile, OsFileSystem
 from segwal.testing.crash import CrashSimulator, CrashState
 from segwal.testing.recording import Mark, Recording, RecordingFS
-
-from segwal.fs import OsFile, OsFileSystem
 
 __all__ = [
     "Snapshot",

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from segwal.testing.checker import (
     DEFAULT_INVARIANTS,
     CheckReport,

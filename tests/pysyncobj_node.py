@@ -44,9 +44,9 @@ def main() -> int:
 
     from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
     from pysyncobj.batteries import ReplDict
-    from segwal.integrations.pysyncobj import SegwalJournal, segwal_journal
 
     from segwal.errors import LockedError
+    from segwal.integrations.pysyncobj import SegwalJournal, segwal_journal
 
     os.makedirs(args.dir, exist_ok=True)
     jdir = os.path.join(args.dir, "raft")

@@ -12,11 +12,11 @@ import threading
 from typing import Any
 
 import pytest
+
 from segwal.engine import Entry, HardState, LogId, VotedFor
+from segwal.errors import EngineClosedError, LockedError
 from segwal.storage.aio import AsyncWalEngine
 from segwal.storage.memory import InMemoryEngine
-
-from segwal.errors import EngineClosedError, LockedError
 
 WAIT = 30.0
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from segwal.tools.crashtest import SEGMENT_SIZE, record_workload, run_crashtest
 
 from segwal.cli import main
+from segwal.tools.crashtest import SEGMENT_SIZE, record_workload, run_crashtest
 
 
 def test_cli_crashtest_small_budget_passes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,6 @@ from typing import Literal
 
 from segwal.storage.memory import InMemoryEngine
 from segwal.testing.conformance import EngineContract
-
 from segwal.types import StorageEngine
 
 

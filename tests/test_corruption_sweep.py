@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+
+from segwal.cli import main
 from segwal.engine import CorruptionError, Entry, HardState, LogId, VotedFor, WalEngine
 from segwal.engine.hardstate import encode_hard_state
 from segwal.index.format import (
@@ -39,8 +41,6 @@ from segwal.index.format import (
     offsets_hash,
 )
 from segwal.wal.format import SEGMENT_HEADER_SIZE, decode_frame_header
-
-from segwal.cli import main
 
 SEG = 4096
 SEG1, SEG2, SEG3 = "0000000000000001.wal", "0000000000000002.wal", "0000000000000003.wal"

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from segwal.fs import OsFileSystem
 from segwal.testing import (
     CheckContext,
     CrashSimulator,
@@ -26,8 +28,6 @@ from segwal.testing import (
 )
 from segwal.testing.checker import TrackedEngine
 from segwal.testing.crash import _pieces
-
-from segwal.fs import OsFileSystem
 
 pytest_plugins = ["pytester"]
 

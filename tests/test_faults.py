@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from segwal.engine import (
     EnginePoisonedError,
     Entry,
@@ -40,6 +41,7 @@ from segwal.engine import (
     SyncError,
     WalEngine,
 )
+from segwal.fs import OsFileSystem
 from segwal.testing import (
     FaultyFS,
     OpKind,
@@ -51,8 +53,6 @@ from segwal.testing import (
 from segwal.testing.checker import ScratchFS, Snapshot
 from segwal.tools.verify import verify
 from segwal.wal.format import SEGMENT_HEADER_SIZE, decode_frame_header
-
-from segwal.fs import OsFileSystem
 
 SEG = 1024
 KEYS = (b"a", b"b")

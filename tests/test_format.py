@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from segwal.errors import CorruptionError, FormatVersionError
+from segwal.types import Entry
 from segwal.wal.format import (
     FRAME_HEADER_SIZE,
     KIND_TRUNCATE,
@@ -20,9 +23,6 @@ from segwal.wal.format import (
 )
 from segwal.wal.reader import read_entries, read_entry
 from segwal.wal.segment import recover_tail
-
-from segwal.errors import CorruptionError, FormatVersionError
-from segwal.types import Entry
 
 
 def build(batches: list[list[bytes]], *, first: int = 1, term: int = 1) -> tuple[bytes, list[int], list[np.ndarray]]:

@@ -36,6 +36,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+
 from segwal.engine import WalEngine
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")

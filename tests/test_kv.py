@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from segwal.kv.store import MAX_KEY_SIZE, KVStore
 
 from segwal.errors import (
     CorruptionError,
@@ -26,6 +25,7 @@ from segwal.errors import (
     SyncError,
 )
 from segwal.fs import Buffer, OsFileSystem
+from segwal.kv.store import MAX_KEY_SIZE, KVStore
 from segwal.types import LogId
 
 EID = 0x5EC0

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from segwal.engine import EnginePoisonedError, Entry, SyncError, WalEngine
-from segwal.testing import FaultyFS
 
+from segwal.engine import EnginePoisonedError, Entry, SyncError, WalEngine
 from segwal.fs import OsFileSystem
+from segwal.testing import FaultyFS
 
 
 def wait_for(cond: object, timeout: float = 20.0) -> None:

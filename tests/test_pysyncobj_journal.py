@@ -26,6 +26,7 @@ pysyncobj = pytest.importorskip("pysyncobj")
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import FileJournal, MemoryJournal
+
 from segwal.engine import HardState, LockedError, WalEngine
 from segwal.integrations.pysyncobj import (
     SegwalJournal,

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from segwal.engine import Entry, LogId, WalEngine
+from segwal.errors import EngineClosedError, EnginePoisonedError
+from segwal.fs import OsFileSystem
 from segwal.raft.log import BufferedRaftLog, DiskFirst, MemFirst, WriteStats
 from segwal.storage.memory import InMemoryEngine
 from segwal.testing import FaultyFS
-
-from segwal.errors import EngineClosedError, EnginePoisonedError
-from segwal.fs import OsFileSystem
 
 WAIT = 30.0  # generous bound on event waits; only hit when a test is failing
 

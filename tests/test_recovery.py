@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from segwal.engine import CorruptionError, Entry, HardState, LogId, WalEngine
 from segwal.wal.format import SEGMENT_HEADER_SIZE, decode_frame_header
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from segwal.storage.sqlite import SqliteEngine
-from segwal.testing.conformance import EngineContract, make_entries
 
 from segwal.errors import CorruptionError, EngineClosedError, LockedError
+from segwal.storage.sqlite import SqliteEngine
+from segwal.testing.conformance import EngineContract, make_entries
 from segwal.types import Entry, HardState, LogId, StorageEngine, VotedFor
 
 

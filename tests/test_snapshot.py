@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from segwal.engine import CorruptionError, Entry, HardState, LogId, WalEngine
 from segwal.testing.pytest_plugin import CrashHarness
 

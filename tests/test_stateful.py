@@ -26,9 +26,9 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
 from segwal.storage.memory import InMemoryEngine
 from segwal.testing.conformance import observe
-
 from segwal.types import Entry, HardState, LogId, StorageEngine, VotedFor
 
 try:

@@ -15,10 +15,9 @@ from dataclasses import dataclass, replace
 
 from segwal.engine.hardstate import load_hard_state, save_hard_state
 from segwal.engine.manifest import MANIFEST_NAME, decode_manifest, encode_manifest
-from segwal.tools.verify import CORRUPTION, Finding, verify
-
 from segwal.errors import LockedError
 from segwal.fs import FileSystem, OsFileSystem, read_file, replace_file
+from segwal.tools.verify import CORRUPTION, Finding, verify
 
 __all__ = ["RepairResult", "repair"]
 

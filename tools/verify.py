@@ -18,9 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from segwal.engine.hardstate import HARDSTATE_NAME, decode_hard_state
 from segwal.engine.log import index_name, replay_frames, segment_name
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest
+from segwal.errors import CorruptionError
+from segwal.fs import TMP_SUFFIX, FileSystem, OsFileSystem, read_file
 from segwal.index.format import OFFSETS_START, offsets_hash
 from segwal.index.offsets import TailIndex, read_index_header
 from segwal.wal.format import (
@@ -34,9 +37,6 @@ from segwal.wal.format import (
 )
 from segwal.wal.reader import read_entries, read_entry
 from segwal.wal.segment import recover_tail
-
-from segwal.errors import CorruptionError
-from segwal.fs import TMP_SUFFIX, FileSystem, OsFileSystem, read_file
 
 __all__ = ["Finding", "VerifyReport", "verify", "replay_segment"]
 

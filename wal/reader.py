@@ -13,10 +13,10 @@ from typing import cast
 
 import numpy as np
 import xxhash
-from segwal.wal.format import SLOT, SLOT_DTYPE, SLOT_SIZE, Buf
 
 from segwal.errors import CorruptionError
 from segwal.types import Entry
+from segwal.wal.format import SLOT, SLOT_DTYPE, SLOT_SIZE, Buf
 
 __all__ = ["read_entry", "read_entries", "read_batch_entries", "read_term"]
 

@@ -16,6 +16,8 @@ import mmap
 import threading
 from dataclasses import dataclass
 
+from segwal.errors import CorruptionError, OutOfSpaceError, StorageIOError, SyncError
+from segwal.fs import File, FileSystem
 from segwal.wal.format import (
     SEGMENT_HEADER_SIZE,
     Buf,
@@ -26,9 +28,6 @@ from segwal.wal.format import (
     find_valid_frames,
     scan_frames,
 )
-
-from segwal.errors import CorruptionError, OutOfSpaceError, StorageIOError, SyncError
-from segwal.fs import File, FileSystem
 
 __all__ = ["SegmentFile", "TailRecovery", "recover_tail", "io_error"]
 
