@@ -1,3 +1,5 @@
+"""``python -m segwal``: the ``segwal`` command line."""
+
 import sys
 
 from segwal.cli import main
