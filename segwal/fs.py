@@ -29,7 +29,8 @@ from typing import Protocol, runtime_checkable
 
 from segwal.errors import OutOfSpaceError, StorageIOError, SyncError
 
-__all__ = ["File", "FileSystem", "OsFile", "OsFileSystem", "Lock", "Buffer", "replace_file", "read_file", "make_dirs", "TMP_SUFFIX"]
+__all__ = ["File", "FileSystem", "OsFile", "OsFileSystem", "Lock", "Buffer", "replace_file", "read_file", "make_dirs", "TMP_SUFFIX",
+           "DEFAULT_FILE_MODE", "DEFAULT_DIR_MODE"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -226,15 +227,40 @@ class _OsLock:
             self.fd = -1
 
 
+#: Who may read what segwal creates, by default: the owner only, as etcd's WAL does
+#: (a Raft log holds the application's commands, often secrets).
+DEFAULT_FILE_MODE = 0o600
+DEFAULT_DIR_MODE = 0o700
+
+
+def _check_mode(name: str, mode: object) -> int:
+    if type(mode) is not int or not 0 <= mode <= 0o777:
+        raise ValueError(f"{name} must be a permission mode from 0o000 to 0o777, got {mode!r}")
+    if name == "file_mode" and not mode & 0o600 == 0o600:
+        raise ValueError(f"file_mode must let the owner read and write (0o600), got {oct(mode)}")
+    if name == "dir_mode" and not mode & 0o700 == 0o700:
+        raise ValueError(f"dir_mode must let the owner list, enter and write (0o700), got {oct(mode)}")
+    return mode
+
+
 class OsFileSystem:
-    """The real operating system: a thin wrapper over :mod:`os`."""
+    """The real operating system: a thin wrapper over :mod:`os`.
+
+    Files are created with ``file_mode`` (default ``0o600``) and directories with
+    ``dir_mode`` (default ``0o700``), both narrowed by the process umask as usual.
+    Existing files and directories keep their modes.
+    """
+
+    def __init__(self, *, file_mode: int = DEFAULT_FILE_MODE, dir_mode: int = DEFAULT_DIR_MODE) -> None:
+        self.file_mode = _check_mode("file_mode", file_mode)
+        self.dir_mode = _check_mode("dir_mode", dir_mode)
 
     def open(self, path: str, *, create: bool = False, readonly: bool = False) -> OsFile:
-        """Open ``path`` read-write (or read-only), creating it if ``create``."""
+        """Open ``path`` read-write (or read-only), creating it with ``file_mode`` if ``create``."""
         flags = os.O_RDONLY if readonly else os.O_RDWR
         if create:
             flags |= os.O_CREAT
-        return OsFile(path, os.open(path, flags | os.O_CLOEXEC, 0o644))
+        return OsFile(path, os.open(path, flags | os.O_CLOEXEC, self.file_mode))
 
     def listdir(self, path: str) -> list[str]:
         """os.listdir."""
@@ -249,8 +275,8 @@ class OsFileSystem:
         return os.path.isdir(path)
 
     def mkdir(self, path: str) -> None:
-        """os.mkdir."""
-        os.mkdir(path)
+        """os.mkdir with ``dir_mode``."""
+        os.mkdir(path, self.dir_mode)
 
     def rename(self, src: str, dst: str) -> None:
         """os.replace."""
@@ -274,7 +300,7 @@ class OsFileSystem:
 
     def lock(self, path: str) -> _OsLock:
         """flock(LOCK_EX | LOCK_NB) on ``path``."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.file_mode)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
