@@ -27,6 +27,7 @@ fsynced and renamed, so ``dest`` never holds a partial snapshot.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from collections.abc import Iterator
@@ -34,10 +35,11 @@ from typing import Final
 
 import numpy as np
 
-from segwal.errors import CorruptionError, FormatVersionError, StorageIOError
+from segwal.errors import CorruptionError, FormatVersionError, StorageIOError, SyncError
 from segwal.fs import TMP_SUFFIX, FileSystem
 from segwal.types import LogId
 from segwal.wal.format import FORMAT_VERSION, crc32c
+from segwal.wal.segment import io_error
 
 __all__ = ["write_snapshot", "read_snapshot", "CHUNK_PAIRS"]
 
@@ -89,9 +91,18 @@ def write_snapshot(
         finally:
             f.close()
         fs.rename(tmp, dest)
+    except BaseException as e:
+        try:
+            fs.unlink(tmp)  # never leave a partial snapshot behind (it may fill the disk)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise io_error(e, "writing snapshot", dest) from e
+        raise
+    try:
         fs.fsync_dir(os.path.dirname(os.path.abspath(dest)) or ".")
     except OSError as e:
-        raise StorageIOError(e.errno or 5, f"writing snapshot failed: {e.strerror or e}", dest) from e
+        raise SyncError(e.errno or errno.EIO, f"directory fsync failed: {e.strerror or e}", dest) from e
 
 
 def read_snapshot(fs: FileSystem, src: str) -> tuple[LogId, int, list[tuple[list[bytes], list[bytes]]]]:
