@@ -8,28 +8,27 @@ together.  See ``docs/crash-testing.md``.
 """
 
 from segwal.testing.checker import (
-    DEFAULT_INVARIANTS,
-    CheckContext,
     CheckReport,
     CrashCheckFailed,
     Failure,
-    Invariant,
-    LogModel,
     ScratchFS,
-    Snapshot,
-    TrackedEngine,
-    acknowledged_state,
-    candidates_at,
     check_recording,
     check_state,
-    log_contiguous,
     scratch_root,
-    snapshot_engine,
-    terms_non_decreasing,
 )
 from segwal.testing.crash import GENERATORS, CrashSimulator, CrashState, SimulationStats, generate_states
 from segwal.testing.faults import OP_CLASSES, Fault, FaultyFile, FaultyFS, InjectedFault
+from segwal.testing.invariants import (
+    DEFAULT_INVARIANTS,
+    CheckContext,
+    Invariant,
+    acknowledged_state,
+    log_contiguous,
+    terms_non_decreasing,
+)
+from segwal.testing.logmodel import LogModel, Snapshot, candidates_at, snapshot_engine
 from segwal.testing.recording import Mark, Op, OpKind, Recording, RecordingFile, RecordingFS, StartImage
+from segwal.testing.tracking import TrackedEngine
 
 __all__ = [
     # recording

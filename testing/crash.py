@@ -3,22 +3,10 @@
 Strategy: replay a :class:`~segwal.testing.recording.Recording` through a small
 model of a POSIX file system with a page cache, and at each *crash point* ``k``
 (the crash happens after ``ops[:k]`` were issued and before ``ops[k]``) ask
-each *generator* for the states a crash there could leave.
-
-The model (POSIX rules, not one file system's leniency):
-
-* each file (followed by identity, so renames and open-after-unlink work) has a
-  *current* content (the page cache) and a *durable* content.  Its writes and
-  truncates are *pending* until an ``fdatasync``/``fsync`` of that file makes
-  the current content durable;
-* each directory has durable names.  A ``create``, ``mkdir``, ``rename``,
-  ``unlink`` or ``rmdir`` is pending until an ``fsync_dir`` of its directory (a
-  rename across directories is two halves, each durable with its own directory);
-  a name whose parent directory is not itself present is unreachable;
-* a ``sync_failed`` (Linux fsync semantics, see ``faults.py``) drops the file's
-  pending writes from the pending list *without* making them durable: they stay
-  in the current content (readable after a killed process) but no later sync
-  will ever write them.
+each *generator* for the states a crash there could leave.  The model, and what
+its *current*, *pending* and *durable* contents and names mean, is
+:class:`~segwal.testing.fsmodel.FsModel` (POSIX rules, not one file system's
+leniency).
 
 Generators (each names its states ``<generator>``):
 
@@ -69,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from segwal.testing.fsmodel import FsModel, apply_data, apply_dirop, reachable
 from segwal.testing.recording import SYNC_KINDS, Op, OpKind, Recording
 
 __all__ = [
@@ -158,160 +147,6 @@ class SimulationStats:
         return self.generated - self.unique
 
 
-# -- the file-system model ------------------------------------------------------
-
-
-def _parent(rel: str) -> str:
-    p = os.path.dirname(rel)
-    return p if p else "."
-
-
-@dataclass(slots=True)
-class _DirOp:
-    """A pending directory operation (durable after fsync_dir(parent))."""
-
-    seq: int
-    parent: str
-    kind: str  # create | mkdir | rmdir | unlink | rename | link (half of a cross-dir rename)
-    path: str
-    ino: int = -1
-    dst: str = ""
-
-
-def _apply_dirop(ns: dict[str, int], dirs: set[str], op: _DirOp) -> bool:
-    """Apply one directory op to a namespace; False (and no change) if its precondition fails."""
-    k = op.kind
-    if k == "create":
-        if op.path in ns or op.path in dirs:
-            return False
-        ns[op.path] = op.ino
-    elif k == "mkdir":
-        if op.path in dirs or op.path in ns:
-            return False
-        dirs.add(op.path)
-    elif k == "rmdir":
-        if op.path not in dirs:
-            return False
-        dirs.discard(op.path)
-    elif k == "unlink":
-        if ns.get(op.path) != op.ino:
-            return False
-        del ns[op.path]
-    elif k == "rename":
-        if ns.get(op.path) != op.ino:
-            return False
-        del ns[op.path]
-        ns[op.dst] = op.ino
-    elif k == "link":
-        ns[op.dst] = op.ino
-    else:  # pragma: no cover - internal
-        raise AssertionError(k)
-    return True
-
-
-def _apply_data(buf: bytearray, op: Op) -> None:
-    if op.kind is OpKind.WRITE:
-        end = op.offset + len(op.data)
-        if op.offset > len(buf):
-            buf.extend(bytes(op.offset - len(buf)))
-        buf[op.offset : end] = op.data
-    else:  # truncate
-        if op.size < len(buf):
-            del buf[op.size :]
-        else:
-            buf.extend(bytes(op.size - len(buf)))
-
-
-def _write_at(buf: bytearray, offset: int, data: bytes) -> None:
-    if offset > len(buf):
-        buf.extend(bytes(offset - len(buf)))
-    buf[offset : offset + len(data)] = data
-
-
-class _Model:
-    """Page cache + durable state of every file and directory, stepped op by op."""
-
-    def __init__(self, rec: Recording) -> None:
-        start = rec.start
-        self.cur: dict[int, bytearray] = {}
-        self.dur: dict[int, bytes] = {}
-        self.pending: dict[int, list[Op]] = {}
-        self.ns: dict[str, int] = {}
-        for rel, ino in start.inodes.items():
-            self.cur[ino] = bytearray(start.files[rel])
-            self.dur[ino] = bytes(start.files[rel])
-            self.ns[rel] = ino
-        self.dirs: set[str] = set(start.dirs)
-        self.dns: dict[str, int] = dict(self.ns)
-        self.ddirs: set[str] = set(self.dirs)
-        self.pdir: list[_DirOp] = []
-        # Files whose sync failed (Linux semantics): the writes lost then stay in
-        # ``cur`` but a later sync writes only what came after the failure, so
-        # for these the durable content is rebuilt from ``dur`` + pending ops.
-        self.failed: set[int] = set()
-
-    def step(self, op: Op) -> None:
-        k = op.kind
-        if k is OpKind.WRITE or k is OpKind.TRUNCATE:
-            _apply_data(self.cur.setdefault(op.ino, bytearray()), op)
-            self.dur.setdefault(op.ino, b"")
-            self.pending.setdefault(op.ino, []).append(op)
-        elif k is OpKind.FDATASYNC or k is OpKind.FSYNC:
-            pend = self.pending.pop(op.ino, None)
-            if op.ino in self.failed:
-                buf = bytearray(self.dur[op.ino])
-                for w in pend or ():
-                    _apply_data(buf, w)
-                self.dur[op.ino] = bytes(buf)
-                if bytes(self.cur[op.ino]) == self.dur[op.ino]:
-                    self.failed.discard(op.ino)
-            elif pend is not None:
-                self.dur[op.ino] = bytes(self.cur[op.ino])
-        elif k is OpKind.SYNC_FAILED:
-            # Pages marked clean after failed writeback: never written by a later sync.
-            self.pending.pop(op.ino, None)
-            self.failed.add(op.ino)
-        elif k is OpKind.CREATE:
-            self.cur.setdefault(op.ino, bytearray())
-            self.dur.setdefault(op.ino, b"")
-            self.ns[op.path] = op.ino
-            self.pdir.append(_DirOp(op.seq, _parent(op.path), "create", op.path, op.ino))
-        elif k is OpKind.MKDIR:
-            self.dirs.add(op.path)
-            self.pdir.append(_DirOp(op.seq, _parent(op.path), "mkdir", op.path))
-        elif k is OpKind.RMDIR:
-            self.dirs.discard(op.path)
-            self.pdir.append(_DirOp(op.seq, _parent(op.path), "rmdir", op.path))
-        elif k is OpKind.UNLINK:
-            self.ns.pop(op.path, None)
-            self.pdir.append(_DirOp(op.seq, _parent(op.path), "unlink", op.path, op.ino))
-        elif k is OpKind.RENAME:
-            self.ns.pop(op.path, None)
-            self.ns[op.dst] = op.ino
-            sp, dp = _parent(op.path), _parent(op.dst)
-            if sp == dp:
-                self.pdir.append(_DirOp(op.seq, sp, "rename", op.path, op.ino, op.dst))
-            else:
-                self.pdir.append(_DirOp(op.seq, dp, "link", op.path, op.ino, op.dst))
-                self.pdir.append(_DirOp(op.seq, sp, "unlink", op.path, op.ino))
-        elif k is OpKind.FSYNC_DIR:
-            keep: list[_DirOp] = []
-            for d in self.pdir:
-                if d.parent == op.path:
-                    _apply_dirop(self.dns, self.ddirs, d)
-                else:
-                    keep.append(d)
-            self.pdir = keep
-        else:  # pragma: no cover - internal
-            raise AssertionError(k)
-
-    def pending_ops(self) -> list[Op]:
-        """Pending writes/truncates of all files, in issue order."""
-        out = [op for ops in self.pending.values() for op in ops]
-        out.sort(key=lambda o: o.seq)
-        return out
-
-
 # -- building states --------------------------------------------------------------
 
 
@@ -326,19 +161,6 @@ def _digest(files: Mapping[str, bytes], dirs: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def _reachable(ns: Mapping[str, int], dirs: set[str]) -> tuple[dict[str, int], frozenset[str]]:
-    def ok(rel: str) -> bool:
-        p = _parent(rel)
-        while p != ".":
-            if p not in dirs:
-                return False
-            p = _parent(p)
-        return True
-
-    live_dirs = frozenset(d for d in dirs if ok(d))
-    return {rel: ino for rel, ino in ns.items() if ok(rel)}, live_dirs
-
-
 def _pieces(op: Op, sector: int) -> list[tuple[int, bytes]]:
     """Split a write at absolute sector boundaries of its file."""
     out: list[tuple[int, bytes]] = []
@@ -349,6 +171,12 @@ def _pieces(op: Op, sector: int) -> list[tuple[int, bytes]]:
         out.append((off + pos, data[pos:nxt]))
         pos = nxt
     return out
+
+
+def _write_at(buf: bytearray, offset: int, data: bytes) -> None:
+    if offset > len(buf):
+        buf.extend(bytes(offset - len(buf)))
+    buf[offset : offset + len(data)] = data
 
 
 class CrashSimulator:
@@ -427,7 +255,7 @@ class CrashSimulator:
         wanted = set(only_points) if only_points is not None else None
         gens = tuple(g for g in self.generators if only_generators is None or g in set(only_generators))
         seen: set[tuple[str, int]] = set()
-        model = _Model(self.recording)
+        model = FsModel(self.recording)
         mark_pos = sorted(m.position for m in self.recording.marks)
         acked = 0
         for k in range(len(ops) + 1):
@@ -470,12 +298,12 @@ class CrashSimulator:
     def _rng(self, point: int, gen: str) -> random.Random:
         return random.Random(f"{self.seed}:{point}:{gen}")
 
-    def _generate(self, gen: str, m: _Model, k: int) -> Iterator[tuple[str, dict[str, bytes], frozenset[str]]]:
+    def _generate(self, gen: str, m: FsModel, k: int) -> Iterator[tuple[str, dict[str, bytes], frozenset[str]]]:
         if gen == "process_kill":
-            ns, dirs = _reachable(m.ns, m.dirs)
+            ns, dirs = reachable(m.ns, m.dirs)
             yield "all issued ops applied", {p: bytes(m.cur[i]) for p, i in ns.items()}, dirs
         elif gen == "lose_unsynced":
-            ns, dirs = _reachable(m.dns, m.ddirs)
+            ns, dirs = reachable(m.dns, m.ddirs)
             yield "durable state only", {p: m.dur[i] for p, i in ns.items()}, dirs
         elif gen == "torn":
             yield from self._torn(m, k)
@@ -485,10 +313,10 @@ class CrashSimulator:
             yield from self._dir_ops(m, k)
 
     def _with_data(
-        self, m: _Model, chosen: Callable[[bytearray, int], None]
+        self, m: FsModel, chosen: Callable[[bytearray, int], None]
     ) -> tuple[dict[str, bytes], frozenset[str]]:
         """Current names; each reachable file = durable content + chosen(buf, ino)."""
-        ns, dirs = _reachable(m.ns, m.dirs)
+        ns, dirs = reachable(m.ns, m.dirs)
         files: dict[str, bytes] = {}
         for p, ino in ns.items():
             if ino in m.pending:
@@ -499,7 +327,7 @@ class CrashSimulator:
                 files[p] = m.dur[ino]
         return files, dirs
 
-    def _torn(self, m: _Model, k: int) -> Iterator[tuple[str, dict[str, bytes], frozenset[str]]]:
+    def _torn(self, m: FsModel, k: int) -> Iterator[tuple[str, dict[str, bytes], frozenset[str]]]:
         pend = m.pending_ops()
         writes = [op for op in pend if op.kind is OpKind.WRITE and op.data]
         if not writes:
@@ -516,11 +344,11 @@ class CrashSimulator:
                 for op in m.pending[ino]:
                     if op.kind is OpKind.TRUNCATE:
                         if op.seq not in drop_trunc:
-                            _apply_data(buf, op)
+                            apply_data(buf, op)
                         continue
                     ms = modes.get(op.seq)
                     if ms is None:
-                        _apply_data(buf, op)
+                        apply_data(buf, op)
                         continue
                     for (off, data), mode in zip(pieces[op.seq], ms):
                         if mode == "keep":
@@ -590,7 +418,7 @@ class CrashSimulator:
             budget -= 1
             yield frozenset(i for i in range(n) if rng.random() < 0.5), "random subset"
 
-    def _reorder(self, m: _Model, k: int) -> Iterator[tuple[str, dict[str, bytes], frozenset[str]]]:
+    def _reorder(self, m: FsModel, k: int) -> Iterator[tuple[str, dict[str, bytes], frozenset[str]]]:
         pend = m.pending_ops()
         if len(pend) < 2:
             return
@@ -601,13 +429,13 @@ class CrashSimulator:
             def chosen(buf: bytearray, ino: int) -> None:
                 for op in m.pending[ino]:
                     if op.seq in keep:
-                        _apply_data(buf, op)
+                        apply_data(buf, op)
 
             files, dirs = self._with_data(m, chosen)
             kept = ",".join(str(s) for s in sorted(keep))
             yield f"{how}: pending writes kept [{kept}] of {len(pend)}", files, dirs
 
-    def _dir_ops(self, m: _Model, k: int) -> Iterator[tuple[str, dict[str, bytes], frozenset[str]]]:
+    def _dir_ops(self, m: FsModel, k: int) -> Iterator[tuple[str, dict[str, bytes], frozenset[str]]]:
         pdir = list(m.pdir)
         if not pdir:
             return
@@ -617,10 +445,10 @@ class CrashSimulator:
             dirs = set(m.ddirs)
             applied = []
             for i, d in enumerate(pdir):
-                if i in chosen_idx and _apply_dirop(ns, dirs, d):
+                if i in chosen_idx and apply_dirop(ns, dirs, d):
                     applied.append(f"{d.kind} {d.path}" + (f"->{d.dst}" if d.dst else ""))
             lost = [f"{d.kind} {d.path}" + (f"->{d.dst}" if d.dst else "") for i, d in enumerate(pdir) if i not in chosen_idx]
-            rns, rdirs = _reachable(ns, dirs)
+            rns, rdirs = reachable(ns, dirs)
             text = f"{how}: dir ops lost [{'; '.join(lost)}]"
             yield text + ", durable data", {p: m.dur[i] for p, i in rns.items()}, rdirs
             yield text + ", current data", {p: bytes(m.cur[i]) for p, i in rns.items()}, rdirs

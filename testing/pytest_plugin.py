@@ -13,7 +13,7 @@ makes the fixture available everywhere.  A test reads::
         crash_fs.check_all()      # every crash point, every generator; fails the test on a bad state
 
 Each acknowledged call on the wrapped engine is marked automatically
-(:class:`~segwal.testing.checker.TrackedEngine`); code that drives the engine
+(:class:`~segwal.testing.tracking.TrackedEngine`); code that drives the engine
 itself can call ``crash_fs.mark(...)``.  ``check_all`` takes the invariants and
 the simulator options (``max_states``, ``seed``, ``per_point``, ``points``,
 ``generators``...).  Command-line options: ``--segwal-crash-states N`` caps the
@@ -31,15 +31,10 @@ from typing import Any
 
 import pytest
 
-from segwal.testing.checker import (
-    DEFAULT_INVARIANTS,
-    CheckReport,
-    Invariant,
-    ScratchFS,
-    TrackedEngine,
-    check_recording,
-)
+from segwal.testing.checker import CheckReport, ScratchFS, check_recording
+from segwal.testing.invariants import DEFAULT_INVARIANTS, Invariant
 from segwal.testing.recording import Mark, RecordingFS
+from segwal.testing.tracking import TrackedEngine
 
 __all__ = ["CrashHarness", "crash_fs"]
 
@@ -84,7 +79,7 @@ class CrashHarness:
         return TrackedEngine(WalEngine(str(self.path), fs=self.fs, **kwargs), self.fs)
 
     def mark(self, label: str, **facts: Any) -> Mark:
-        """Record an acknowledgement (see :mod:`segwal.testing.checker` for labels)."""
+        """Record an acknowledgement (see :mod:`segwal.testing.logmodel` for labels)."""
         return self.fs.mark(label, **facts)
 
     def check_all(

@@ -110,7 +110,7 @@ class Mark:
     Attributes:
         position: number of operations logged before the mark; a crash at point
             ``k`` (after ``ops[:k]``) happened after the mark iff ``position <= k``.
-        label: what was acknowledged (see :mod:`segwal.testing.checker` for the
+        label: what was acknowledged (see :mod:`segwal.testing.logmodel` for the
             vocabulary its default invariants understand).
         facts: keyword arguments given to :meth:`RecordingFS.mark` (read-only).
     """

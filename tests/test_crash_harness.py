@@ -26,8 +26,8 @@ from segwal.testing import (
     candidates_at,
     check_recording,
 )
-from segwal.testing.checker import TrackedEngine
 from segwal.testing.crash import _pieces
+from segwal.testing.tracking import TrackedEngine
 
 pytest_plugins = ["pytester"]
 

@@ -50,7 +50,8 @@ from segwal.testing import (
     check_recording,
     snapshot_engine,
 )
-from segwal.testing.checker import ScratchFS, Snapshot
+from segwal.testing.checker import ScratchFS
+from segwal.testing.logmodel import Snapshot
 from segwal.tools.verify import verify
 from segwal.wal.format import SEGMENT_HEADER_SIZE, decode_frame_header
 

@@ -25,15 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from segwal.testing.checker import (
-    DEFAULT_INVARIANTS,
-    ScratchFS,
-    TrackedEngine,
-    check_state,
-    scratch_root,
-)
+from segwal.testing.checker import ScratchFS, check_state, scratch_root
 from segwal.testing.crash import CrashSimulator
+from segwal.testing.invariants import DEFAULT_INVARIANTS
 from segwal.testing.recording import Recording, RecordingFS
+from segwal.testing.tracking import TrackedEngine
 
 __all__ = ["SEGMENT_SIZE", "record_workload", "run_crashtest"]
 
