@@ -362,6 +362,8 @@ class SegmentFile:
         return m if m is not None else b""
 
     def close(self) -> None:
-        """Close the file handle (the map is released when no reader holds it)."""
-        self.map = None
+        """Close the file handle.  The map stays: a reader that found this file in a
+        view taken before the close may still read it (an mmap outlives its file
+        descriptor, and an unlinked file its name); it is released with the last
+        reference to this object.  O(1)."""
         self.file.close()
