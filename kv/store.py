@@ -18,17 +18,8 @@ lower-case hex digits)::
     kv-G-S.tmp      compaction in progress; removed at open
 
 Each file starts with the common 64-byte segment header (``engine_id``, ``seq`` =
-S, ``uid`` random, ``base_index`` = G).  KV frame body (little-endian)::
-
-     0  flags          u32  1 = carries ``applied``, 2 = clean close, 4 = end of compaction
-     4  reserved       u32  0
-     8  applied_term   u64
-    16  applied_index  u64
-    24  klen[count]    u32 each
-        vlen[count]    u32 each, 0xFFFFFFFF = tombstone (delete)
-        check[count]   u64 each, xxh3_64(value) (0 for a tombstone)
-        key0 value0 key1 value1 ...   (a tombstone has no value bytes)
-        zero padding to a multiple of 8 (added by encode_frame)
+S, ``uid`` random, ``base_index`` = G) followed by ``KIND_KV`` frames whose body
+is ``kv/codec.py``'s.
 
 Thread safety: one writer at a time (apply, flush, compact and close take an
 internal lock); :meth:`KVStore.get`, ``len`` and :meth:`KVStore.last_applied`
@@ -39,21 +30,17 @@ others not yet; a crash never leaves such a half state.
 
 from __future__ import annotations
 
-import array
 import errno
 import logging
 import operator
 import random
 import re
-import struct
-import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, compress, repeat
 from typing import Any, Final, NoReturn
 
-import numpy as np
 import xxhash
 
 from segwal.errors import (
@@ -65,6 +52,16 @@ from segwal.errors import (
     SyncError,
 )
 from segwal.fs import FileSystem
+from segwal.kv.codec import (
+    BODY_HEAD_SIZE,
+    FLAG_CLOSE,
+    FLAG_COMPACT_END,
+    REC_TABLE,
+    TOMBSTONE,
+    decode_kv_body,
+    encode_kv_body,
+    validate_changes,
+)
 from segwal.types import LogId
 from segwal.wal.format import (
     FRAME_HEADER_SIZE,
@@ -79,166 +76,22 @@ from segwal.wal.format import (
 from segwal.wal.prealloc import Preallocator
 from segwal.wal.segment import SegmentFile, io_error, recover_tail
 
-__all__ = [
-    "KVStore",
-    "KVStats",
-    "MAX_KEY_SIZE",
-    "MAX_VALUE_SIZE",
-    "MAX_BATCH_BYTES",
-    "encode_kv_body",
-    "decode_kv_body",
-    "KVBody",
-]
+__all__ = ["KVStore", "KVStats"]
 
 log = logging.getLogger("segwal.kv")
 
 _xxh3 = xxhash.xxh3_64_intdigest
 
-#: Largest key, value and whole batch accepted by :meth:`KVStore.apply`.
-MAX_KEY_SIZE: Final = 1 << 16
-MAX_VALUE_SIZE: Final = (1 << 28)
-MAX_BATCH_BYTES: Final = 1 << 30
-
-TOMBSTONE: Final = 0xFFFFFFFF
-FLAG_APPLIED: Final = 1
-FLAG_CLOSE: Final = 2
-FLAG_COMPACT_END: Final = 4
-
-_BODY_HEAD = struct.Struct("<IIQQ")
-_BODY_HEAD_SIZE: Final = _BODY_HEAD.size  # 24
-_REC_TABLE: Final = 16  # klen + vlen + check, per record
 #: Bytes of live records per frame written by a compaction.
 _COMPACT_CHUNK: Final = 1 << 20
 _NAME = re.compile(r"^kv-([0-9a-f]{16})-([0-9a-f]{16})\.(log|merged|tmp)$")
-_LITTLE = sys.byteorder == "little"
 
-assert _BODY_HEAD_SIZE == 24
-
-
-_TUPLE: Final = frozenset((tuple,))
-_BYTES: Final = frozenset((bytes,))
-_BYTES_OR_NONE: Final = frozenset((bytes, type(None)))
 _getitem = operator.getitem
 _get_map = operator.attrgetter("map")
 
 
-def _all_types(items: list[Any], types: frozenset[type]) -> bool:
-    return set(map(type, items)) <= types
-
-
-def _all_len(items: list[Any], n: int) -> bool:
-    return not items or set(map(len, items)) == {n}
-
-
 def _file_name(generation: int, seq: int, kind: str) -> str:
     return f"kv-{generation:016x}-{seq:016x}.{kind}"
-
-
-def _u32(values: list[int]) -> array.array[int]:
-    a = array.array("I", values)
-    if not _LITTLE:  # pragma: no cover - big-endian hosts
-        a.byteswap()
-    return a
-
-
-def _u64(values: list[int]) -> array.array[int]:
-    a = array.array("Q", values)
-    if not _LITTLE:  # pragma: no cover
-        a.byteswap()
-    return a
-
-
-def encode_kv_body(
-    keys: list[bytes],
-    values: list[bytes | None],
-    checks: list[int],
-    applied: LogId | None,
-    flags: int = 0,
-    *,
-    has_none: bool = True,
-) -> bytes:
-    """Encode the body of one KV frame (pure).  O(total bytes), a constant number of
-    C-level calls plus list work proportional to the number of records.
-
-    ``checks[i]`` must be ``xxh3_64(values[i])`` (0 for a tombstone).
-
-    >>> b = encode_kv_body([b"k"], [b"v"], [xxhash.xxh3_64_intdigest(b"v")], None)
-    >>> decode_kv_body(b, 0, len(b), 1, "<buf>").keys
-    [b'k']
-    """
-    n = len(keys)
-    if applied is not None:
-        flags |= FLAG_APPLIED
-        head = _BODY_HEAD.pack(flags, 0, applied.term, applied.index)
-    else:
-        head = _BODY_HEAD.pack(flags, 0, 0, 0)
-    if has_none and None in values:
-        vlens = [TOMBSTONE if v is None else len(v) for v in values]
-        data_vals: list[bytes] = [b"" if v is None else v for v in values]
-    else:
-        vlens = list(map(len, values))  # type: ignore[arg-type]
-        data_vals = values  # type: ignore[assignment]
-    parts: list[Any] = [None] * (2 * n)
-    parts[0::2] = keys
-    parts[1::2] = data_vals
-    return b"".join((head, _u32(list(map(len, keys))), _u32(vlens), _u64(checks), *parts))
-
-
-@dataclass(frozen=True, slots=True)
-class KVBody:
-    """A decoded KV frame body: records with the absolute offset of each value.
-
-    Attributes:
-        flags: FLAG_* bits.
-        applied: the ``LogId`` carried, or ``None``.
-        keys: the keys, in batch order.
-        vstarts, vends: absolute offsets of each value in the buffer.
-        vlens: value lengths (``TOMBSTONE`` for a delete).
-        checks: xxh3_64 of each value (0 for a delete).
-    """
-
-    flags: int
-    applied: LogId | None
-    keys: list[bytes]
-    vstarts: list[int]
-    vends: list[int]
-    vlens: list[int]
-    checks: list[int]
-
-
-def decode_kv_body(buf: Any, body_off: int, body_end: int, count: int, path: str) -> KVBody:
-    """Decode a KV body lying at ``buf[body_off:body_end]`` (padding included) holding
-    ``count`` records.  Pure.  O(count) plus the key copies.
-
-    Raises:
-        CorruptionError: the body's internal lengths do not add up (a frame whose
-            CRC matched but whose content is inconsistent).
-    """
-    table = body_off + _BODY_HEAD_SIZE
-    data = table + _REC_TABLE * count
-    if data > body_end:
-        raise CorruptionError(f"KV frame table of {count} records overruns the frame", path=path, offset=body_off)
-    flags, _r, aterm, aidx = _BODY_HEAD.unpack_from(buf, body_off)
-    klens = np.frombuffer(buf, "<u4", count, table)
-    vlens_a = np.frombuffer(buf, "<u4", count, table + 4 * count)
-    checks = np.frombuffer(buf, "<u8", count, table + 8 * count).tolist()
-    vl0 = np.where(vlens_a == TOMBSTONE, 0, vlens_a).astype(np.int64)
-    inter = np.empty(2 * count, np.int64)
-    inter[0::2] = klens
-    inter[1::2] = vl0
-    acc = np.cumsum(inter) + data
-    total_end = int(acc[-1]) if count else data
-    if total_end > body_end or body_end - total_end >= 8:
-        raise CorruptionError(
-            f"KV frame records end at {total_end}, frame body ends at {body_end}", path=path, offset=body_off
-        )
-    ends = acc.tolist()
-    kstarts = [data, *ends[1:-1:2]] if count else []
-    vstarts = ends[0::2]
-    vends = ends[1::2]
-    keys = [bytes(buf[a:b]) for a, b in zip(kstarts, vstarts)]
-    applied = LogId(aterm, aidx) if flags & FLAG_APPLIED else None
-    return KVBody(flags, applied, keys, vstarts, vends, vlens_a.tolist(), checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -598,13 +451,13 @@ class KVStore:
         for k, vs, ve, vl, c in zip(body.keys, body.vstarts, body.vends, body.vlens, body.checks):
             if vl == TOMBSTONE:
                 old = kd.pop(k, None)
-                dead += _REC_TABLE + len(k)
+                dead += REC_TABLE + len(k)
             else:
                 old = kd.get(k)
                 kd[k] = (seg, vs, ve, c)
-                live += _REC_TABLE + len(k) + vl
+                live += REC_TABLE + len(k) + vl
             if old is not None:
-                sz = _REC_TABLE + len(k) + old[2] - old[1]
+                sz = REC_TABLE + len(k) + old[2] - old[1]
                 live -= sz
                 dead += sz
         self._live, self._dead = live, dead
@@ -680,58 +533,6 @@ class KVStore:
     def _poison(self, exc: BaseException) -> None:
         self._poisoned = exc
 
-    @staticmethod
-    def _validate(changes: list[Any]) -> tuple[list[bytes], list[bytes | None], bool]:
-        """Split and check the changes: ``(keys, values, any_delete)``.  Changes nothing.
-
-        The common case (all tuples of bytes) is checked with C-level maps; any
-        doubt falls back to a per-change loop that names the offending change.
-        """
-        if _all_types(changes, _TUPLE) and _all_len(changes, 2):
-            keys, vals = (list(t) for t in zip(*changes)) if changes else ([], [])
-            if _all_types(keys, _BYTES):
-                vtypes = set(map(type, vals))
-                if vtypes <= _BYTES_OR_NONE:
-                    has_none = type(None) in vtypes
-                    vsizes = [0 if v is None else len(v) for v in vals] if has_none else list(map(len, vals))
-                    ksizes = list(map(len, keys))
-                    if (
-                        (not ksizes or max(ksizes) <= MAX_KEY_SIZE)
-                        and (not vsizes or max(vsizes) <= MAX_VALUE_SIZE)
-                        and sum(ksizes) + sum(vsizes) + _REC_TABLE * len(keys) <= MAX_BATCH_BYTES
-                    ):
-                        return keys, vals, has_none
-        return KVStore._validate_slow(changes)
-
-    @staticmethod
-    def _validate_slow(changes: list[Any]) -> tuple[list[bytes], list[bytes | None], bool]:
-        keys: list[bytes] = []
-        vals: list[bytes | None] = []
-        total = 0
-        for i, ch in enumerate(changes):
-            try:
-                k, v = ch
-            except (TypeError, ValueError):
-                raise TypeError(f"change {i}: expected a (key, value) pair, got {type(ch).__name__}") from None
-            if type(k) is not bytes:
-                raise TypeError(f"change {i}: key must be bytes, got {type(k).__name__}")
-            if len(k) > MAX_KEY_SIZE:
-                raise ValueError(f"change {i}: key of {len(k)} bytes exceeds MAX_KEY_SIZE ({MAX_KEY_SIZE})")
-            if v is not None:
-                if type(v) is not bytes:
-                    raise TypeError(f"change {i}: value must be bytes or None, got {type(v).__name__}")
-                if len(v) > MAX_VALUE_SIZE:
-                    raise ValueError(
-                        f"change {i}: value of {len(v)} bytes exceeds MAX_VALUE_SIZE ({MAX_VALUE_SIZE})"
-                    )
-                total += len(v)
-            total += len(k) + _REC_TABLE
-            keys.append(k)
-            vals.append(v)
-        if total > MAX_BATCH_BYTES:
-            raise ValueError(f"batch of {total} bytes exceeds MAX_BATCH_BYTES ({MAX_BATCH_BYTES})")
-        return keys, vals, None in vals
-
     def _read_locs(self, locs: list[_Loc]) -> list[bytes]:
         """The values at ``locs``, each verified against its xxh3.  C-level maps."""
         segs, starts, ends, checks = zip(*locs)
@@ -769,7 +570,7 @@ class KVStore:
             changes = list(changes)
         if applied is not None and not isinstance(applied, LogId):
             raise TypeError(f"applied must be a LogId or None, got {type(applied).__name__}")
-        keys, vals, has_none = self._validate(changes)
+        keys, vals, has_none = validate_changes(changes)
         n = len(keys)
         if n == 0 and applied is None:
             return []
@@ -797,7 +598,7 @@ class KVStore:
                     it = iter(pv)
                     prevs = [None if loc is None else (vals[loc[1]] if loc[0] is None else next(it)) for loc in olds]
                 if simple:
-                    lost = _REC_TABLE * len(pv) + sum(map(len, pv)) + sum(map(len, compress(keys, olds)))
+                    lost = REC_TABLE * len(pv) + sum(map(len, pv)) + sum(map(len, compress(keys, olds)))
             else:
                 prevs = [None if loc is None else vals[loc[1]] for loc in olds]
             checks = [0 if v is None else _xxh3(v) for v in vals] if has_none else list(map(_xxh3, vals))  # type: ignore[arg-type]
@@ -822,7 +623,7 @@ class KVStore:
                     self._poison(e)
                     raise
             # The frame is written (and durable if sync): publish it.
-            data = off + FRAME_HEADER_SIZE + _BODY_HEAD_SIZE + _REC_TABLE * n
+            data = off + FRAME_HEADER_SIZE + BODY_HEAD_SIZE + REC_TABLE * n
             klens = list(map(len, keys))
             if simple:
                 vlens = list(map(len, vals))  # type: ignore[arg-type]
@@ -831,7 +632,7 @@ class KVStore:
                 inter[1::2] = vlens
                 acc = list(accumulate(inter, initial=data))
                 kd.update(zip(keys, zip(repeat(seg), acc[1::2], acc[2::2], checks)))
-                gained = _REC_TABLE * n + acc[-1] - data
+                gained = REC_TABLE * n + acc[-1] - data
                 self._live += gained - lost
                 self._dead += lost
             else:
@@ -854,14 +655,14 @@ class KVStore:
             pos += len(k)
             if v is None:
                 kd.pop(k, None)
-                dead += _REC_TABLE + len(k)
+                dead += REC_TABLE + len(k)
             else:
                 end = pos + len(v)
                 kd[k] = (seg, pos, end, c)
-                live += _REC_TABLE + len(k) + len(v)
+                live += REC_TABLE + len(k) + len(v)
                 pos = end
             if old is not None:
-                sz = _REC_TABLE + len(k) + (len(vals[old[1]]) if old[0] is None else old[2] - old[1])
+                sz = REC_TABLE + len(k) + (len(vals[old[1]]) if old[0] is None else old[2] - old[1])
                 live -= sz
                 dead += sz
         self._live = live
@@ -992,7 +793,7 @@ class KVStore:
             for k, loc in kd.items():
                 keys.append(k)
                 locs.append(loc)
-                size += _REC_TABLE + len(k) + loc[2] - loc[1]
+                size += REC_TABLE + len(k) + loc[2] - loc[1]
                 if size >= _COMPACT_CHUNK:
                     vals = list(self._read_locs(locs))
                     checks = [loc[3] for loc in locs]
@@ -1052,13 +853,13 @@ class KVStore:
         body = encode_kv_body(keys, list(vals), checks, self._applied, flags)
         off = seg.end
         seg.append(encode_frame(KIND_KV, 0, body, offset=off, durable=durable, prev_crc=seg.last_crc, count=n))
-        pos = off + FRAME_HEADER_SIZE + _BODY_HEAD_SIZE + _REC_TABLE * n
+        pos = off + FRAME_HEADER_SIZE + BODY_HEAD_SIZE + REC_TABLE * n
         live = 0
         for k, v, c in zip(keys, vals, checks):
             pos += len(k)
             end = pos + len(v)  # type: ignore[arg-type]
             new_kd[k] = (seg, pos, end, c)
-            live += _REC_TABLE + len(k) + len(v)  # type: ignore[arg-type]
+            live += REC_TABLE + len(k) + len(v)  # type: ignore[arg-type]
             pos = end
         return live
 
