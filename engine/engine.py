@@ -39,7 +39,7 @@ from segwal.errors import (
     SyncError,
 )
 from segwal.fs import FileSystem, Lock, OsFileSystem, make_dirs, read_file, replace_file
-from segwal.kv.store import KVStore
+from segwal.kv import KVStore
 from segwal.types import Entry, HardState, LogId
 from segwal.wal.format import MAX_SEGMENT_BYTES, SMALL_BATCH
 from segwal.wal.prealloc import Preallocator

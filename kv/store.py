@@ -1,4 +1,4 @@
-"""The key/value store: a Bitcask-style append-only record log with an in-memory key directory.
+"""The key/value store ``KVStore``: a Bitcask-style append-only record log with an in-memory key directory.
 
 Strategy: every :meth:`KVStore.apply` is ONE ``KIND_KV`` frame (``wal/format.py``)
 appended to the active record file with one ``pwritev`` and, when ``sync`` is
@@ -9,26 +9,10 @@ xxh3)`` of its value; :meth:`KVStore.get` is a dict lookup, one slice of the
 file's shared map and one xxh3 check.  ``docs/format-kv.md`` is the
 byte-by-byte spec and gives the commit point of apply, compaction and reset.
 
-Files in the store directory (``G`` = generation, ``S`` = file sequence, both 16
-lower-case hex digits)::
-
-    kv-G-S.log      record file written by apply
-    kv-G-S.merged   compaction output: its final name makes every file of
-                    generation G with a smaller S obsolete (the commit point)
-    kv-G-S.tmp      compaction in progress; removed at open
-
-Each file starts with the common 64-byte segment header (``engine_id``, ``seq`` =
-S, ``uid`` random, ``base_index`` = G).  KV frame body (little-endian)::
-
-     0  flags          u32  1 = carries ``applied``, 2 = clean close, 4 = end of compaction
-     4  reserved       u32  0
-     8  applied_term   u64
-    16  applied_index  u64
-    24  klen[count]    u32 each
-        vlen[count]    u32 each, 0xFFFFFFFF = tombstone (delete)
-        check[count]   u64 each, xxh3_64(value) (0 for a tombstone)
-        key0 value0 key1 value1 ...   (a tombstone has no value bytes)
-        zero padding to a multiple of 8 (added by encode_frame)
+The frame body is ``kv/codec.py``'s, the files and their names are
+``kv/files.py``'s, and rewriting the live data into one file is
+``kv/compaction.py``'s; this module owns the key directory, opening (replay),
+reads, writes, flush and close.
 
 Thread safety: one writer at a time (apply, flush, compact and close take an
 internal lock); :meth:`KVStore.get`, ``len`` and :meth:`KVStore.last_applied`
@@ -39,21 +23,14 @@ others not yet; a crash never leaves such a half state.
 
 from __future__ import annotations
 
-import array
 import errno
 import logging
-import operator
-import random
-import re
-import struct
-import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import accumulate, compress, repeat
-from typing import Any, Final, NoReturn
+from typing import Any, NoReturn
 
-import numpy as np
 import xxhash
 
 from segwal.errors import (
@@ -65,180 +42,38 @@ from segwal.errors import (
     SyncError,
 )
 from segwal.fs import FileSystem
-from segwal.types import LogId
-from segwal.wal.format import (
-    FRAME_HEADER_SIZE,
-    KIND_KV,
-    SEGMENT_HEADER_SIZE,
-    FrameHeader,
-    align8,
-    decode_segment_header,
-    encode_frame,
-    scan_frames,
+from segwal.kv.codec import (
+    BODY_HEAD_SIZE,
+    REC_TABLE,
+    TOMBSTONE,
+    decode_kv_body,
+    encode_kv_body,
+    validate_changes,
 )
+from segwal.kv.compaction import auto_compact, compact_store
+from segwal.kv.files import (
+    Loc,
+    create_file,
+    file_name,
+    move_zeroing,
+    open_file,
+    read_locs,
+    scan_file,
+    seal_file,
+    select_files,
+    torn_creation,
+    write_clean_end,
+)
+from segwal.types import LogId
+from segwal.wal.format import FRAME_HEADER_SIZE, KIND_KV, SEGMENT_HEADER_SIZE, FrameHeader, align8, encode_frame
 from segwal.wal.prealloc import Preallocator
-from segwal.wal.segment import SegmentFile, io_error, recover_tail
+from segwal.wal.segment import SegmentFile
 
-__all__ = [
-    "KVStore",
-    "KVStats",
-    "MAX_KEY_SIZE",
-    "MAX_VALUE_SIZE",
-    "MAX_BATCH_BYTES",
-    "encode_kv_body",
-    "decode_kv_body",
-    "KVBody",
-]
+__all__ = ["KVStore", "KVStats"]
 
 log = logging.getLogger("segwal.kv")
 
 _xxh3 = xxhash.xxh3_64_intdigest
-
-#: Largest key, value and whole batch accepted by :meth:`KVStore.apply`.
-MAX_KEY_SIZE: Final = 1 << 16
-MAX_VALUE_SIZE: Final = (1 << 28)
-MAX_BATCH_BYTES: Final = 1 << 30
-
-TOMBSTONE: Final = 0xFFFFFFFF
-FLAG_APPLIED: Final = 1
-FLAG_CLOSE: Final = 2
-FLAG_COMPACT_END: Final = 4
-
-_BODY_HEAD = struct.Struct("<IIQQ")
-_BODY_HEAD_SIZE: Final = _BODY_HEAD.size  # 24
-_REC_TABLE: Final = 16  # klen + vlen + check, per record
-#: Bytes of live records per frame written by a compaction.
-_COMPACT_CHUNK: Final = 1 << 20
-_NAME = re.compile(r"^kv-([0-9a-f]{16})-([0-9a-f]{16})\.(log|merged|tmp)$")
-_LITTLE = sys.byteorder == "little"
-
-assert _BODY_HEAD_SIZE == 24
-
-
-_TUPLE: Final = frozenset((tuple,))
-_BYTES: Final = frozenset((bytes,))
-_BYTES_OR_NONE: Final = frozenset((bytes, type(None)))
-_getitem = operator.getitem
-_get_map = operator.attrgetter("map")
-
-
-def _all_types(items: list[Any], types: frozenset[type]) -> bool:
-    return set(map(type, items)) <= types
-
-
-def _all_len(items: list[Any], n: int) -> bool:
-    return not items or set(map(len, items)) == {n}
-
-
-def _file_name(generation: int, seq: int, kind: str) -> str:
-    return f"kv-{generation:016x}-{seq:016x}.{kind}"
-
-
-def _u32(values: list[int]) -> array.array[int]:
-    a = array.array("I", values)
-    if not _LITTLE:  # pragma: no cover - big-endian hosts
-        a.byteswap()
-    return a
-
-
-def _u64(values: list[int]) -> array.array[int]:
-    a = array.array("Q", values)
-    if not _LITTLE:  # pragma: no cover
-        a.byteswap()
-    return a
-
-
-def encode_kv_body(
-    keys: list[bytes],
-    values: list[bytes | None],
-    checks: list[int],
-    applied: LogId | None,
-    flags: int = 0,
-    *,
-    has_none: bool = True,
-) -> bytes:
-    """Encode the body of one KV frame (pure).  O(total bytes), a constant number of
-    C-level calls plus list work proportional to the number of records.
-
-    ``checks[i]`` must be ``xxh3_64(values[i])`` (0 for a tombstone).
-
-    >>> b = encode_kv_body([b"k"], [b"v"], [xxhash.xxh3_64_intdigest(b"v")], None)
-    >>> decode_kv_body(b, 0, len(b), 1, "<buf>").keys
-    [b'k']
-    """
-    n = len(keys)
-    if applied is not None:
-        flags |= FLAG_APPLIED
-        head = _BODY_HEAD.pack(flags, 0, applied.term, applied.index)
-    else:
-        head = _BODY_HEAD.pack(flags, 0, 0, 0)
-    if has_none and None in values:
-        vlens = [TOMBSTONE if v is None else len(v) for v in values]
-        data_vals: list[bytes] = [b"" if v is None else v for v in values]
-    else:
-        vlens = list(map(len, values))  # type: ignore[arg-type]
-        data_vals = values  # type: ignore[assignment]
-    parts: list[Any] = [None] * (2 * n)
-    parts[0::2] = keys
-    parts[1::2] = data_vals
-    return b"".join((head, _u32(list(map(len, keys))), _u32(vlens), _u64(checks), *parts))
-
-
-@dataclass(frozen=True, slots=True)
-class KVBody:
-    """A decoded KV frame body: records with the absolute offset of each value.
-
-    Attributes:
-        flags: FLAG_* bits.
-        applied: the ``LogId`` carried, or ``None``.
-        keys: the keys, in batch order.
-        vstarts, vends: absolute offsets of each value in the buffer.
-        vlens: value lengths (``TOMBSTONE`` for a delete).
-        checks: xxh3_64 of each value (0 for a delete).
-    """
-
-    flags: int
-    applied: LogId | None
-    keys: list[bytes]
-    vstarts: list[int]
-    vends: list[int]
-    vlens: list[int]
-    checks: list[int]
-
-
-def decode_kv_body(buf: Any, body_off: int, body_end: int, count: int, path: str) -> KVBody:
-    """Decode a KV body lying at ``buf[body_off:body_end]`` (padding included) holding
-    ``count`` records.  Pure.  O(count) plus the key copies.
-
-    Raises:
-        CorruptionError: the body's internal lengths do not add up (a frame whose
-            CRC matched but whose content is inconsistent).
-    """
-    table = body_off + _BODY_HEAD_SIZE
-    data = table + _REC_TABLE * count
-    if data > body_end:
-        raise CorruptionError(f"KV frame table of {count} records overruns the frame", path=path, offset=body_off)
-    flags, _r, aterm, aidx = _BODY_HEAD.unpack_from(buf, body_off)
-    klens = np.frombuffer(buf, "<u4", count, table)
-    vlens_a = np.frombuffer(buf, "<u4", count, table + 4 * count)
-    checks = np.frombuffer(buf, "<u8", count, table + 8 * count).tolist()
-    vl0 = np.where(vlens_a == TOMBSTONE, 0, vlens_a).astype(np.int64)
-    inter = np.empty(2 * count, np.int64)
-    inter[0::2] = klens
-    inter[1::2] = vl0
-    acc = np.cumsum(inter) + data
-    total_end = int(acc[-1]) if count else data
-    if total_end > body_end or body_end - total_end >= 8:
-        raise CorruptionError(
-            f"KV frame records end at {total_end}, frame body ends at {body_end}", path=path, offset=body_off
-        )
-    ends = acc.tolist()
-    kstarts = [data, *ends[1:-1:2]] if count else []
-    vstarts = ends[0::2]
-    vends = ends[1::2]
-    keys = [bytes(buf[a:b]) for a, b in zip(kstarts, vstarts)]
-    applied = LogId(aterm, aidx) if flags & FLAG_APPLIED else None
-    return KVBody(flags, applied, keys, vstarts, vends, vlens_a.tolist(), checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,9 +110,6 @@ class _Refusing:
 
     def __len__(self) -> int:
         return self._n
-
-
-_Loc = tuple[SegmentFile, int, int, int]
 
 
 class KVStore:
@@ -323,7 +155,7 @@ class KVStore:
     _ratio: float
 
     def __init__(self) -> None:  # use KVStore.open
-        self._kd: dict[bytes, _Loc] | _Refusing = {}
+        self._kd: dict[bytes, Loc] | _Refusing = {}
         self._files: list[SegmentFile] = []
         self._active: SegmentFile | None = None
         self._live = 0
@@ -401,189 +233,27 @@ class KVStore:
         fs = self._fs
         if self._readonly and not fs.exists(self._dir):
             return
-        try:
-            names = fs.listdir(self._dir)
-        except OSError as e:
-            raise io_error(e, "listing key/value directory", self._dir) from e
-        mine: dict[int, tuple[str, str]] = {}
-        doomed: list[str] = []
-        for name in sorted(names):
-            m = _NAME.match(name)
-            if m is None:
-                continue  # not ours: leave it alone
-            gen, seq, kind = int(m.group(1), 16), int(m.group(2), 16), m.group(3)
-            if gen != self._gen:
-                if not keep_others:
-                    doomed.append(name)
-                continue
-            if kind == "tmp":
-                doomed.append(name)
-                continue
-            if seq in mine:
-                raise CorruptionError(
-                    f"two files with sequence {seq}: {mine[seq][0]} and {name}", path=self._path(name), offset=None
-                )
-            mine[seq] = (name, kind)
-        merged = [s for s, (_n, k) in mine.items() if k == "merged"]
-        base = max(merged) if merged else 1
-        obsolete = [mine.pop(s)[0] for s in sorted(mine) if s < base]
-        if not self._readonly and (doomed or obsolete):
-            try:
-                # Make the compaction's rename durable before removing what it replaces.
-                fs.fsync_dir(self._dir)
-                for name in doomed + obsolete:
-                    fs.unlink(self._path(name))
-                fs.fsync_dir(self._dir)
-            except OSError as e:
-                raise io_error(e, "removing stale key/value files", self._dir) from e
-        seqs = sorted(mine)
-        if seqs and seqs[0] != base:
-            raise CorruptionError(
-                f"key/value file sequence {base} is missing (first present is {seqs[0]})",
-                path=self._path(mine[seqs[0]][0]),
-                offset=None,
-            )
-        for a, b in zip(seqs, seqs[1:]):
-            if b != a + 1:
-                raise CorruptionError(
-                    f"key/value files {a + 1}..{b - 1} are missing", path=self._path(mine[b][0]), offset=None
-                )
-        if seqs and self._torn_creation(mine[seqs[-1]][0]):
-            seqs.pop()
+        files, base = select_files(fs, self._dir, self._gen, keep_others=keep_others, readonly=self._readonly)
+        if files and torn_creation(fs, self._dir, files[-1][1], readonly=self._readonly):
+            files.pop()
         self._kd = {}
-        for i, seq in enumerate(seqs):
-            self._load(mine[seq][0], seq, last=i == len(seqs) - 1)
+        for i, (seq, name) in enumerate(files):
+            self._load(name, seq, last=i == len(files) - 1)
         if self._files:
             self._active = self._files[-1]
         elif not self._readonly:
-            self._active = self._create(base if merged else 1)
+            self._active = create_file(
+                self._fs, self._dir, engine_id=self._engine_id, generation=self._gen, seq=base, prealloc=self._prealloc
+            )
             self._files.append(self._active)
 
-    def _preallocate(self, old: SegmentFile | None, new: SegmentFile | None) -> None:
-        """Move background zero-filling from ``old`` to the new active file."""
-        pa = self._pa
-        if pa is None:
-            return
-        if old is not None:
-            pa.unregister(old)
-            old.stop_zeroing()
-        if new is not None:
-            pa.register(new, self._file_size)
-
-    def _create(self, seq: int) -> SegmentFile:
-        """Create record file ``seq`` with its header durable, and its name durable."""
-        path = self._path(_file_name(self._gen, seq, "log"))
-        seg = SegmentFile.create(
-            self._fs, path, engine_id=self._engine_id, seq=seq, uid=random.getrandbits(64), base=self._gen,
-            prealloc=self._prealloc,
-        )
-        try:
-            seg.sync()
-            self._fs.fsync_dir(self._dir)
-        except SyncError:
-            seg.close()
-            raise
-        except OSError as e:
-            seg.close()
-            raise SyncError(e.errno or errno.EIO, f"fsync of directory failed: {e.strerror or e}", self._dir) from e
-        seg.durable = seg.end
-        return seg
-
-    def _torn_creation(self, name: str) -> bool:
-        """Whether the last file never got its header (a crash while it was being
-        created); if so it is removed (WARNING).  Its header is synced before any
-        frame goes in, so such a file holds nothing acknowledged."""
-        path = self._path(name)
-        try:
-            f = self._fs.open(path, readonly=True)
-            try:
-                size = f.size()
-                if size > 1 << 20:
-                    return False
-                head = f.pread(size, 0)
-            finally:
-                f.close()
-        except OSError as e:
-            raise io_error(e, "reading key/value file", path) from e
-        if len(head) >= SEGMENT_HEADER_SIZE:
-            try:
-                if decode_segment_header(head, path) is not None:
-                    return False
-            except CorruptionError:
-                pass
-        if len(head) > SEGMENT_HEADER_SIZE and head[SEGMENT_HEADER_SIZE:].strip(b"\0"):
-            return False  # data after a bad header: not a torn creation (_load reports it)
-        log.warning("key/value file %s: torn creation (no valid header) at offset 0: removed", path)
-        if not self._readonly:
-            try:
-                self._fs.unlink(path)
-                self._fs.fsync_dir(self._dir)
-            except OSError as e:
-                raise io_error(e, "removing torn key/value file", path) from e
-        return True
-
     def _load(self, name: str, seq: int, *, last: bool) -> None:
-        fs = self._fs
-        path = self._path(name)
-        try:
-            f = fs.open(path, readonly=self._readonly)
-        except OSError as e:
-            raise io_error(e, "opening key/value file", path) from e
-        try:
-            head = f.pread(SEGMENT_HEADER_SIZE, 0)
-        except OSError as e:
-            f.close()
-            raise io_error(e, "reading key/value file header", path) from e
-        try:
-            h = decode_segment_header(head, path) if len(head) == SEGMENT_HEADER_SIZE else None
-            bad_header = None
-        except CorruptionError as e:
-            h, bad_header = None, e
-        if h is None:
-            f.close()
-            if bad_header is not None:
-                raise bad_header
-            raise CorruptionError("key/value file header is missing or zeroed", path=path, offset=0)
-        try:
-            if h.engine_id != self._engine_id:
-                raise CorruptionError(
-                    f"foreign key/value file: engine id {h.engine_id:#x} != {self._engine_id:#x}", path=path, offset=8
-                )
-            if h.seq != seq or h.base_index != self._gen:
-                raise CorruptionError(
-                    f"stale key/value file: header (seq {h.seq}, generation {h.base_index}) does not match its "
-                    f"name (seq {seq}, generation {self._gen})",
-                    path=path,
-                    offset=16,
-                )
-        except BaseException:
-            f.close()
-            raise
-        seg = SegmentFile(fs, path, f, seq, h.uid, self._gen, self._prealloc)
-        seg.last_crc = h.crc
-        self._files.append(seg)
-        buf = seg.buffer()
-        if last:
-            rec = recover_tail(buf, SEGMENT_HEADER_SIZE, h.crc)
-            if rec.corrupt:
-                raise CorruptionError(
-                    f"damaged key/value frame below a durable claim of offset {rec.claim}", path=path, offset=rec.end
-                )
-            frames = rec.frames
-            seg.end, seg.last_crc = rec.end, rec.last_crc
-            if rec.torn:
-                log.warning("key/value file %s: torn tail at offset %d cut off", path, rec.end)
-                if not self._readonly:
-                    seg.cut_torn_tail()
-                    buf = seg.buffer()
-            elif not self._readonly:
-                seg.sync()  # what the OS holds becomes durable: later frames may claim it
-        else:
-            res = scan_frames(buf, SEGMENT_HEADER_SIZE, h.crc)
-            if res.stop != "end" or res.end != len(buf):
-                raise CorruptionError("damaged frame in a sealed key/value file", path=path, offset=res.end)
-            frames = res.frames
-            seg.end, seg.last_crc, seg.durable = res.end, res.last_crc, res.end
+        seg = open_file(
+            self._fs, self._dir, name, seq, engine_id=self._engine_id, generation=self._gen,
+            readonly=self._readonly, prealloc=self._prealloc,
+        )
+        self._files.append(seg)  # closed by open() if the scan fails
+        buf, frames = scan_file(seg, last=last, readonly=self._readonly)
         for off, fh in frames:
             self._replay(seg, buf, off, fh)
 
@@ -598,13 +268,13 @@ class KVStore:
         for k, vs, ve, vl, c in zip(body.keys, body.vstarts, body.vends, body.vlens, body.checks):
             if vl == TOMBSTONE:
                 old = kd.pop(k, None)
-                dead += _REC_TABLE + len(k)
+                dead += REC_TABLE + len(k)
             else:
                 old = kd.get(k)
                 kd[k] = (seg, vs, ve, c)
-                live += _REC_TABLE + len(k) + vl
+                live += REC_TABLE + len(k) + vl
             if old is not None:
-                sz = _REC_TABLE + len(k) + old[2] - old[1]
+                sz = REC_TABLE + len(k) + old[2] - old[1]
                 live -= sz
                 dead += sz
         self._live, self._dead = live, dead
@@ -642,7 +312,7 @@ class KVStore:
         """The ``LogId`` recorded by the latest ``apply(..., applied=...)``, or ``None``. O(1)."""
         return self._applied
 
-    def capture(self) -> tuple[list[bytes], list[_Loc], LogId | None]:
+    def capture(self) -> tuple[list[bytes], list[Loc], LogId | None]:
         """A consistent view of the store for a snapshot: the keys, where their
         values are, and ``last_applied``.  O(keys), no value is read.
 
@@ -657,9 +327,9 @@ class KVStore:
         assert isinstance(kd, dict)
         return list(kd.keys()), list(kd.values()), self._applied
 
-    def read_values(self, locs: list[_Loc]) -> list[bytes]:
+    def read_values(self, locs: list[Loc]) -> list[bytes]:
         """The values at ``locs`` (from :meth:`capture`), each verified.  O(bytes)."""
-        return self._read_locs(locs) if locs else []
+        return read_locs(locs) if locs else []
 
     def stats(self) -> KVStats:
         """Key count, live and dead bytes, files in use.  O(1)."""
@@ -679,68 +349,6 @@ class KVStore:
 
     def _poison(self, exc: BaseException) -> None:
         self._poisoned = exc
-
-    @staticmethod
-    def _validate(changes: list[Any]) -> tuple[list[bytes], list[bytes | None], bool]:
-        """Split and check the changes: ``(keys, values, any_delete)``.  Changes nothing.
-
-        The common case (all tuples of bytes) is checked with C-level maps; any
-        doubt falls back to a per-change loop that names the offending change.
-        """
-        if _all_types(changes, _TUPLE) and _all_len(changes, 2):
-            keys, vals = (list(t) for t in zip(*changes)) if changes else ([], [])
-            if _all_types(keys, _BYTES):
-                vtypes = set(map(type, vals))
-                if vtypes <= _BYTES_OR_NONE:
-                    has_none = type(None) in vtypes
-                    vsizes = [0 if v is None else len(v) for v in vals] if has_none else list(map(len, vals))
-                    ksizes = list(map(len, keys))
-                    if (
-                        (not ksizes or max(ksizes) <= MAX_KEY_SIZE)
-                        and (not vsizes or max(vsizes) <= MAX_VALUE_SIZE)
-                        and sum(ksizes) + sum(vsizes) + _REC_TABLE * len(keys) <= MAX_BATCH_BYTES
-                    ):
-                        return keys, vals, has_none
-        return KVStore._validate_slow(changes)
-
-    @staticmethod
-    def _validate_slow(changes: list[Any]) -> tuple[list[bytes], list[bytes | None], bool]:
-        keys: list[bytes] = []
-        vals: list[bytes | None] = []
-        total = 0
-        for i, ch in enumerate(changes):
-            try:
-                k, v = ch
-            except (TypeError, ValueError):
-                raise TypeError(f"change {i}: expected a (key, value) pair, got {type(ch).__name__}") from None
-            if type(k) is not bytes:
-                raise TypeError(f"change {i}: key must be bytes, got {type(k).__name__}")
-            if len(k) > MAX_KEY_SIZE:
-                raise ValueError(f"change {i}: key of {len(k)} bytes exceeds MAX_KEY_SIZE ({MAX_KEY_SIZE})")
-            if v is not None:
-                if type(v) is not bytes:
-                    raise TypeError(f"change {i}: value must be bytes or None, got {type(v).__name__}")
-                if len(v) > MAX_VALUE_SIZE:
-                    raise ValueError(
-                        f"change {i}: value of {len(v)} bytes exceeds MAX_VALUE_SIZE ({MAX_VALUE_SIZE})"
-                    )
-                total += len(v)
-            total += len(k) + _REC_TABLE
-            keys.append(k)
-            vals.append(v)
-        if total > MAX_BATCH_BYTES:
-            raise ValueError(f"batch of {total} bytes exceeds MAX_BATCH_BYTES ({MAX_BATCH_BYTES})")
-        return keys, vals, None in vals
-
-    def _read_locs(self, locs: list[_Loc]) -> list[bytes]:
-        """The values at ``locs``, each verified against its xxh3.  C-level maps."""
-        segs, starts, ends, checks = zip(*locs)
-        values: list[bytes] = list(map(_getitem, map(_get_map, segs), map(slice, starts, ends)))
-        if list(map(_xxh3, values)) != list(checks):
-            for seg, s, v, c in zip(segs, starts, values, checks):
-                if _xxh3(v) != c:
-                    raise CorruptionError("key/value value checksum mismatch", path=seg.path, offset=s)
-        return values
 
     def apply(
         self, changes: Iterable[tuple[bytes, bytes | None]], applied: LogId | None = None
@@ -769,7 +377,7 @@ class KVStore:
             changes = list(changes)
         if applied is not None and not isinstance(applied, LogId):
             raise TypeError(f"applied must be a LogId or None, got {type(applied).__name__}")
-        keys, vals, has_none = self._validate(changes)
+        keys, vals, has_none = validate_changes(changes)
         n = len(keys)
         if n == 0 and applied is None:
             return []
@@ -790,14 +398,14 @@ class KVStore:
             present = [loc for loc in olds if loc is not None and loc[0] is not None]
             lost = 0
             if present:
-                pv = self._read_locs(present)
+                pv = read_locs(present)
                 if len(pv) == n:
                     prevs: list[bytes | None] = pv  # type: ignore[assignment]
                 else:
                     it = iter(pv)
                     prevs = [None if loc is None else (vals[loc[1]] if loc[0] is None else next(it)) for loc in olds]
                 if simple:
-                    lost = _REC_TABLE * len(pv) + sum(map(len, pv)) + sum(map(len, compress(keys, olds)))
+                    lost = REC_TABLE * len(pv) + sum(map(len, pv)) + sum(map(len, compress(keys, olds)))
             else:
                 prevs = [None if loc is None else vals[loc[1]] for loc in olds]
             checks = [0 if v is None else _xxh3(v) for v in vals] if has_none else list(map(_xxh3, vals))  # type: ignore[arg-type]
@@ -822,7 +430,7 @@ class KVStore:
                     self._poison(e)
                     raise
             # The frame is written (and durable if sync): publish it.
-            data = off + FRAME_HEADER_SIZE + _BODY_HEAD_SIZE + _REC_TABLE * n
+            data = off + FRAME_HEADER_SIZE + BODY_HEAD_SIZE + REC_TABLE * n
             klens = list(map(len, keys))
             if simple:
                 vlens = list(map(len, vals))  # type: ignore[arg-type]
@@ -831,7 +439,7 @@ class KVStore:
                 inter[1::2] = vlens
                 acc = list(accumulate(inter, initial=data))
                 kd.update(zip(keys, zip(repeat(seg), acc[1::2], acc[2::2], checks)))
-                gained = _REC_TABLE * n + acc[-1] - data
+                gained = REC_TABLE * n + acc[-1] - data
                 self._live += gained - lost
                 self._dead += lost
             else:
@@ -840,7 +448,7 @@ class KVStore:
                 self._applied = applied
             dead = self._dead
             if dead > self._min_dead and dead > self._ratio * (self._live + dead):
-                self._auto_compact()
+                auto_compact(self)
             return prevs
 
     def _publish_slow(
@@ -854,14 +462,14 @@ class KVStore:
             pos += len(k)
             if v is None:
                 kd.pop(k, None)
-                dead += _REC_TABLE + len(k)
+                dead += REC_TABLE + len(k)
             else:
                 end = pos + len(v)
                 kd[k] = (seg, pos, end, c)
-                live += _REC_TABLE + len(k) + len(v)
+                live += REC_TABLE + len(k) + len(v)
                 pos = end
             if old is not None:
-                sz = _REC_TABLE + len(k) + (len(vals[old[1]]) if old[0] is None else old[2] - old[1])
+                sz = REC_TABLE + len(k) + (len(vals[old[1]]) if old[0] is None else old[2] - old[1])
                 live -= sz
                 dead += sz
         self._live = live
@@ -871,30 +479,29 @@ class KVStore:
         """Seal the active file (truncate to its end, fsync) and start the next one."""
         old = self._active
         assert old is not None
-        self._preallocate(old, None)
+        move_zeroing(self._pa, old, None, self._file_size)
         try:
-            old.file.truncate(old.end)
-            old.file.fsync()
-        except OSError as e:
-            err = SyncError(e.errno or errno.EIO, f"sealing key/value file failed: {e.strerror or e}", old.path)
-            self._poison(err)
-            raise err from e
-        old.remap()
-        old.durable = old.end
+            seal_file(old)
+        except SyncError as e:
+            self._poison(e)
+            raise
         try:
-            new = self._create(old.seq + 1)
+            new = create_file(
+                self._fs, self._dir, engine_id=self._engine_id, generation=self._gen, seq=old.seq + 1,
+                prealloc=self._prealloc,
+            )
         except OutOfSpaceError:
-            self._discard(_file_name(self._gen, old.seq + 1, "log"))
+            self._discard(file_name(self._gen, old.seq + 1, "log"))
             raise
         except SyncError as e:
             self._poison(e)
             raise
         except StorageIOError:
-            self._discard(_file_name(self._gen, old.seq + 1, "log"))
+            self._discard(file_name(self._gen, old.seq + 1, "log"))
             raise
         self._files.append(new)
         self._active = new
-        self._preallocate(None, new)
+        move_zeroing(self._pa, None, new, self._file_size)
         return new
 
     def _discard(self, name: str) -> None:
@@ -952,115 +559,7 @@ class KVStore:
         """
         with self._wlock:
             self._writable()
-            self._compact()
-
-    def _auto_compact(self) -> None:
-        # The batch that triggered it is already committed: a failed compaction is
-        # reported in the log, never as a failure of that apply.  A failure after
-        # the rename has poisoned the store (the next write says so).
-        try:
-            self._compact()
-        except (StorageIOError, OSError) as e:
-            log.warning("key/value compaction in %s failed, will retry later: %s", self._dir, e)
-        except CorruptionError as e:
-            log.error("key/value compaction in %s stopped at damaged data: %s", self._dir, e)
-
-    def _compact(self) -> None:
-        fs = self._fs
-        act = self._active
-        assert act is not None
-        kd = self._kd
-        assert isinstance(kd, dict)
-        seq = act.seq + 1
-        tmp = self._path(_file_name(self._gen, seq, "tmp"))
-        final = self._path(_file_name(self._gen, seq, "merged"))
-        try:
-            seg = SegmentFile.create(
-                fs, tmp, engine_id=self._engine_id, seq=seq, uid=random.getrandbits(64), base=self._gen,
-                prealloc=self._prealloc,
-            )
-        except BaseException:
-            self._discard(tmp.rsplit("/", 1)[1])
-            raise
-        renamed = False
-        try:
-            new_kd: dict[bytes, _Loc] = {}
-            live = 0
-            keys: list[bytes] = []
-            locs: list[_Loc] = []
-            size = 0
-            for k, loc in kd.items():
-                keys.append(k)
-                locs.append(loc)
-                size += _REC_TABLE + len(k) + loc[2] - loc[1]
-                if size >= _COMPACT_CHUNK:
-                    vals = list(self._read_locs(locs))
-                    checks = [loc[3] for loc in locs]
-                    live += self._write_chunk(seg, keys, vals, checks, new_kd, 0)
-                    keys, locs, size = [], [], 0
-            if keys:
-                vals = list(self._read_locs(locs))
-                checks = [loc[3] for loc in locs]
-                live += self._write_chunk(seg, keys, vals, checks, new_kd, 0)
-            # Last frame: carries last_applied, and claims everything before it durable
-            # (true at the commit point, which comes only after the fdatasync below).
-            self._write_chunk(seg, [], [], [], new_kd, FLAG_COMPACT_END, durable=seg.end)
-            seg.sync()
-            fs.rename(tmp, final)
-            renamed = True
-            seg.path = final
-            seg.file.path = final
-            try:
-                fs.fsync_dir(self._dir)  # COMMIT POINT
-            except OSError as e:
-                err = SyncError(e.errno or errno.EIO, f"fsync of directory failed: {e.strerror or e}", self._dir)
-                self._poison(err)
-                raise err from e
-        except BaseException:
-            if not renamed:
-                seg.close()
-                self._discard(tmp.rsplit("/", 1)[1])
-            raise
-        old_files = self._files
-        self._preallocate(self._active, None)
-        self._kd = new_kd  # readers switch here; old maps stay valid while referenced
-        self._files = [seg]
-        self._active = seg
-        self._preallocate(None, seg)
-        self._live = live
-        self._dead = 0
-        for old in old_files:
-            old.file.close()  # keep old.map: a concurrent reader may still slice it
-        try:
-            for old in old_files:
-                fs.unlink(old.path)
-            fs.fsync_dir(self._dir)
-        except OSError as e:
-            log.warning("key/value compaction in %s: removing old files failed (retried at open): %s", self._dir, e)
-
-    def _write_chunk(
-        self,
-        seg: SegmentFile,
-        keys: list[bytes],
-        vals: Sequence[bytes | None],
-        checks: list[int],
-        new_kd: dict[bytes, _Loc],
-        flags: int,
-        durable: int = 0,
-    ) -> int:
-        n = len(keys)
-        body = encode_kv_body(keys, list(vals), checks, self._applied, flags)
-        off = seg.end
-        seg.append(encode_frame(KIND_KV, 0, body, offset=off, durable=durable, prev_crc=seg.last_crc, count=n))
-        pos = off + FRAME_HEADER_SIZE + _BODY_HEAD_SIZE + _REC_TABLE * n
-        live = 0
-        for k, v, c in zip(keys, vals, checks):
-            pos += len(k)
-            end = pos + len(v)  # type: ignore[arg-type]
-            new_kd[k] = (seg, pos, end, c)
-            live += _REC_TABLE + len(k) + len(v)  # type: ignore[arg-type]
-            pos = end
-        return live
+            compact_store(self)
 
     # -- closing ---------------------------------------------------------------
 
@@ -1076,23 +575,12 @@ class KVStore:
                 return
             try:
                 seg = self._active
-                self._preallocate(seg, None)
+                move_zeroing(self._pa, seg, None, self._file_size)
                 if clean and seg is not None and not self._readonly and self._poisoned is None:
                     self._flush()
-                    body = encode_kv_body([], [], [], self._applied, FLAG_CLOSE)
-                    off, prev_crc = seg.end, seg.last_crc
                     try:
-                        seg.append(encode_frame(KIND_KV, 0, body, offset=off, durable=seg.durable, prev_crc=prev_crc))
-                    except OutOfSpaceError as e:
-                        # Everything is already synced; the clean-end marker is only a
-                        # stronger claim for the next open.  A full disk must not make
-                        # close fail.
-                        log.warning("key/value clean-close marker not written (%s): disk full", e)
-                        return
-                    try:
-                        seg.sync()
+                        write_clean_end(seg, self._applied)
                     except SyncError as e:
-                        seg.rollback(off, prev_crc)
                         self._poison(e)
                         raise
             finally:

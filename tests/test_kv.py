@@ -25,7 +25,7 @@ from segwal.errors import (
     SyncError,
 )
 from segwal.fs import Buffer, OsFileSystem
-from segwal.kv.store import MAX_KEY_SIZE, KVStore
+from segwal.kv import MAX_KEY_SIZE, KVStore
 from segwal.types import LogId
 
 EID = 0x5EC0

@@ -299,7 +299,7 @@ def _verify_kv(fs: FileSystem, path: str, m: Manifest, findings: list[Finding]) 
     kvdir = os.path.join(path, "kv")
     if not fs.exists(kvdir):
         return
-    from segwal.kv.store import KVStore
+    from segwal.kv import KVStore
 
     try:
         kv = KVStore.open(fs, kvdir, engine_id=m.engine_id, generation=m.kv_generation, sync=False, readonly=True)
