@@ -19,7 +19,8 @@ import pytest
 from segwal.engine import Entry, LogId, WalEngine
 from segwal.errors import EngineClosedError, EnginePoisonedError
 from segwal.fs import OsFileSystem
-from segwal.raft.log import BufferedRaftLog, DiskFirst, MemFirst, WriteStats
+from segwal.raft.log import BufferedRaftLog
+from segwal.raft.strategy import DiskFirst, MemFirst, WriteStats
 from segwal.storage.memory import InMemoryEngine
 from segwal.testing import FaultyFS
 
@@ -420,7 +421,7 @@ def test_waiters_time_out_inside_the_wake_relay(monkeypatch: Any) -> None:
     """Waiters whose target became durable are released one by one (a relay);
     one whose timeout expires before the relay reaches it leaves the relay
     and reports its durable target, and nobody after it is stranded."""
-    from segwal.raft import log as raftlog
+    from segwal.raft import writer as raftwriter
 
     eng = GatedEngine(InMemoryEngine())
     gate = eng.flush_gate = threading.Event()
@@ -436,7 +437,7 @@ def test_waiters_time_out_inside_the_wake_relay(monkeypatch: Any) -> None:
         t.start()
     while len(log._waiting) < 3:  # all three are blocked on their locks
         threading.Event().wait(0.001)
-    monkeypatch.setattr(raftlog, "_pass_relay", lambda relay: None)  # the relay never starts
+    monkeypatch.setattr(raftwriter, "_pass_relay", lambda relay: None)  # the relay never starts
     gate.set()
     for t in waiters:
         t.join(WAIT)
@@ -600,7 +601,7 @@ def test_an_interrupted_waiter_does_not_stop_the_relay(monkeypatch: Any) -> None
     nothing behind: the waiters after it are still woken by the next write."""
     import _thread
 
-    from segwal.raft import log as raftlog
+    from segwal.raft import writer as raftwriter
 
     class Interrupted(BaseException):
         pass
@@ -624,7 +625,7 @@ def test_an_interrupted_waiter_does_not_stop_the_relay(monkeypatch: Any) -> None
     log = BufferedRaftLog(eng, MemFirst(idle_interval=0))
     log.append([E(1, 1)])
     assert eng.flush_entered.wait(WAIT)  # the writer is inside the fsync of [1]
-    monkeypatch.setattr(raftlog, "_allocate_lock", InterruptedLock)
+    monkeypatch.setattr(raftwriter, "_allocate_lock", InterruptedLock)
     with pytest.raises(Interrupted):
         log.wait_durable(1)
     monkeypatch.undo()
