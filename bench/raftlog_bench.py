@@ -56,12 +56,8 @@ from typing import Any
 
 from segwal.engine import WalEngine
 from segwal.fs import FileSystem, OsFile, OsFileSystem
-from segwal.raft.log import (
-    BufferedRaftLog,
-    DiskFirst,
-    MemFirst,
-    PersistenceStrategy,
-)
+from segwal.raft.log import BufferedRaftLog
+from segwal.raft.strategy import DiskFirst, MemFirst, PersistenceStrategy
 
 
 class _SlowSyncFile(OsFile):

@@ -6,6 +6,7 @@ either before an append returns (:class:`DiskFirst`) or by group commit from a
 background writer (:class:`MemFirst`).
 """
 
-from segwal.raft.log import BufferedRaftLog, DiskFirst, MemFirst
+from segwal.raft.log import BufferedRaftLog
+from segwal.raft.strategy import DiskFirst, MemFirst
 
 __all__ = ["BufferedRaftLog", "DiskFirst", "MemFirst"]
