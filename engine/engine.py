@@ -27,8 +27,9 @@ from typing import Final, Literal, NoReturn
 import numpy as np
 
 from segwal.engine import hardstate as _hs
-from segwal.engine.log import SegmentedLog, SegmentInfo
+from segwal.engine.log import SegmentedLog
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest, encode_manifest
+from segwal.engine.segments import SegmentInfo
 from segwal.errors import (
     CorruptionError,
     EngineClosedError,
