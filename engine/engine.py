@@ -20,15 +20,17 @@ import operator
 import os
 import random
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Final, Literal, NoReturn
 
 import numpy as np
 
 from segwal.engine import hardstate as _hs
-from segwal.engine.log import SegmentedLog, SegmentInfo
+from segwal.engine.keyvalue import KV_DIR, KeyValueOps
+from segwal.engine.log import SegmentedLog
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest, encode_manifest
+from segwal.engine.segments import SegmentInfo
 from segwal.errors import (
     CorruptionError,
     EngineClosedError,
@@ -56,10 +58,9 @@ _ENTRY_ONLY: Final = {Entry}
 _INT_ONLY: Final = frozenset((int,))
 _BYTES_ONLY: Final = frozenset((bytes,))
 _le = operator.le
-_KV_DIR: Final = "kv"
 
 
-class WalEngine:
+class WalEngine(KeyValueOps):
     """A durable Raft log, hard state and key/value store in one directory.
 
     Args:
@@ -184,7 +185,7 @@ class WalEngine:
         self.notes = self._log.recover()
         self._hard = _hs.load_hard_state(fsys, self._path)
         self._check_commit_index()
-        kvdir = os.path.join(self._path, _KV_DIR)
+        kvdir = os.path.join(self._path, KV_DIR)
         if not fsys.exists(kvdir) and not self._readonly:
             fsys.mkdir(kvdir)
             fsys.fsync_dir(self._path)
@@ -193,7 +194,7 @@ class WalEngine:
     def _open_kv(self, generation: int) -> KVStore:
         return KVStore.open(
             self._fs,
-            os.path.join(self._path, _KV_DIR),
+            os.path.join(self._path, KV_DIR),
             engine_id=self._log.manifest.engine_id,
             generation=generation,
             sync=self._sync == "always",
@@ -512,80 +513,6 @@ class WalEngine:
         """The live segments, in log order (for inspection tools).  O(segments)."""
         return self._live().segments_info()
 
-    def kv_stats(self) -> object:
-        """Statistics of the key/value store (keys, live and dead bytes, files)."""
-        self._live()
-        return self._kv.stats()  # type: ignore[union-attr]
-
-    # ------------------------------------------------------------ snapshots
-
-    def snapshot(self, dest: str | os.PathLike[str]) -> LogId:
-        """Write a consistent, checksummed copy of the key/value data at
-        ``last_applied()`` to the file ``dest``; returns that ``LogId``.
-
-        Writers are held off only while the key directory is captured (O(keys),
-        no value read); values are copied afterwards.  Durable on return
-        (temporary file, fsync, rename, directory fsync).
-
-        Raises:
-            ValueError: no ``last_applied`` was ever recorded (nothing to name the
-                snapshot by: use ``apply(..., applied=...)``).
-        """
-        from segwal.kv.snapshot import CHUNK_PAIRS, write_snapshot
-
-        with self._wlock:
-            self._live()
-            kv = self._kv
-            assert kv is not None
-            keys, locs, applied = kv.capture()
-        if applied is None:
-            raise ValueError("no last_applied LogId recorded: record one with apply(..., applied=...) first")
-
-        def chunks() -> Iterator[tuple[list[bytes], list[bytes]]]:
-            for i in range(0, len(keys), CHUNK_PAIRS):
-                yield keys[i : i + CHUNK_PAIRS], kv.read_values(locs[i : i + CHUNK_PAIRS])
-
-        write_snapshot(self._fs, os.path.abspath(os.fspath(dest)), applied, len(keys), chunks())
-        return applied
-
-    def install_snapshot(self, src: str | os.PathLike[str]) -> LogId:
-        """Replace everything by the snapshot in file ``src``: the log is emptied,
-        the purge boundary and ``last_applied()`` become the snapshot's ``LogId``,
-        the key/value data becomes the snapshot's.  The hard state is kept.
-
-        Atomic with respect to crashes: the new key/value generation is written
-        and synced beside the old one, then one manifest write switches to it
-        (the commit point); a crash before leaves the old state whole.  The whole
-        snapshot is verified before anything changes.  Complexity: O(bytes).
-        """
-        from segwal.kv.snapshot import read_snapshot
-
-        applied, _count, chunks = read_snapshot(self._fs, os.path.abspath(os.fspath(src)))
-        with self._wlock:
-            lg = self._writable()
-            new_gen = lg.manifest.kv_generation + 1
-            kvdir = os.path.join(self._path, _KV_DIR)
-            prefix = f"kv-{new_gen:016x}-"
-            for name in self._fs.listdir(kvdir):
-                if name.startswith(prefix):  # leftovers of an install that failed
-                    self._fs.unlink(os.path.join(kvdir, name))
-            staged = KVStore.open(
-                self._fs, kvdir, engine_id=lg.manifest.engine_id, generation=new_gen, sync=False,
-                file_size=self._segment_size, keep_other_generations=True,
-            )
-            try:
-                for keys, values in chunks:
-                    staged.apply(list(zip(keys, values)))
-                staged.apply([], applied=applied)
-                staged.flush()
-            finally:
-                staged.close()
-            lg.install(applied, new_gen)
-            if self._kv is not None:
-                self._kv.close()
-            self._kv = self._open_kv(new_gen)
-        return applied
-
     # ------------------------------------------------------------ hard state
 
     def load_hard_state(self) -> HardState | None:
@@ -614,45 +541,3 @@ class WalEngine:
                 lg.poisoned = e
                 raise
             self._hard = hard_state
-
-    # ------------------------------------------------------------ key/value
-
-    def insert(self, key: bytes, value: bytes) -> bytes | None:
-        """Set ``key`` to ``value``; returns the previous value or ``None``.
-        Durability: follows ``sync``.  Complexity: O(len(key)+len(value))."""
-        if type(value) is not bytes:
-            raise TypeError(f"value must be bytes, got {type(value).__name__}")
-        return self.apply([(key, value)])[0]
-
-    def get(self, key: bytes) -> bytes | None:
-        """The value of ``key`` or ``None``; checksum verified.  O(1) + O(len(value)).
-
-        Raises ``EngineClosedError`` after close (the key/value store refuses).
-        """
-        return self._kv.get(key)  # type: ignore[union-attr]
-
-    def delete(self, key: bytes) -> bytes | None:
-        """Remove ``key``; returns the previous value or ``None``.  Durability: follows ``sync``."""
-        return self.apply([(key, None)])[0]
-
-    def apply(self, changes: Iterable[tuple[bytes, bytes | None]], applied: LogId | None = None) -> list[bytes | None]:
-        """Apply key/value changes (value ``None`` deletes) and, optionally, record
-        the ``LogId`` they were applied up to, in one atomic step.  Returns the
-        previous values.  Durability: follows ``sync``; a crash leaves all or none.
-        Complexity: O(total bytes), one write and one fdatasync.
-        """
-        if applied is not None and not isinstance(applied, LogId):
-            raise TypeError(f"applied must be a LogId or None, got {applied!r}")
-        batch = list(changes)
-        with self._wlock:
-            self._writable()
-            try:
-                return self._kv.apply(batch, applied)  # type: ignore[union-attr]
-            except SyncError as e:
-                self._log.poisoned = e
-                raise
-
-    def last_applied(self) -> LogId | None:
-        """The ``LogId`` recorded by the last ``apply(..., applied=...)``, or ``None``."""
-        self._live()
-        return self._kv.last_applied()  # type: ignore[union-attr]

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from segwal.engine.hardstate import HARDSTATE_NAME, decode_hard_state
-from segwal.engine.log import index_name, replay_frames, segment_name
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest
+from segwal.engine.segments import index_name, replay_frames, segment_name
 from segwal.errors import CorruptionError
 from segwal.fs import TMP_SUFFIX, FileSystem, OsFileSystem, read_file
 from segwal.index.format import OFFSETS_START, offsets_hash
