@@ -115,15 +115,22 @@ def compact_store(store: KVStore) -> None:
         seg.path = final
         seg.file.path = final
         try:
-            fs.fsync_dir(store._dir)  # COMMIT POINT
+            fs.fsync_dir(store._dir)  # the commit point, when the manifest does not list the files
         except OSError as e:
             err = SyncError(e.errno or errno.EIO, f"fsync of directory failed: {e.strerror or e}", store._dir)
             store._poison(err)
             raise err from e
-    except BaseException:
+        seg.durable = seg.end
+        store._commit_files(seg.end, [seg])  # the commit point, when it does
+    except SyncError as e:
         if not renamed:
             seg.close()
             store._discard(tmp.rsplit("/", 1)[1])
+        store._poison(e)
+        raise
+    except BaseException:
+        seg.close()
+        store._discard((final if renamed else tmp).rsplit("/", 1)[1])
         raise
     old_files = store._files
     move_zeroing(store._pa, store._active, None, store._file_size)

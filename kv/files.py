@@ -22,7 +22,7 @@ import logging
 import operator
 import random
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import xxhash
 
@@ -42,6 +42,7 @@ from segwal.wal.prealloc import Preallocator
 from segwal.wal.segment import SegmentFile, io_error, recover_tail
 
 __all__ = [
+    "KVFile",
     "Loc",
     "create_file",
     "file_name",
@@ -51,6 +52,7 @@ __all__ = [
     "scan_file",
     "seal_file",
     "select_files",
+    "select_tracked",
     "torn_creation",
     "write_clean_end",
 ]
@@ -59,6 +61,19 @@ log = logging.getLogger("segwal.kv")
 
 #: Where a live value lies: ``(file, start, end, xxh3 of the value)``.
 Loc = tuple[SegmentFile, int, int, int]
+
+
+class KVFile(NamedTuple):
+    """A record file as the engine's manifest lists it.
+
+    ``length`` is the exact size of a sealed file, and for the active (last)
+    file a durable claim: its bytes below that offset were synced when the list
+    was committed and must still be there.
+    """
+
+    seq: int
+    uid: int
+    length: int
 
 _xxh3 = xxhash.xxh3_64_intdigest
 _getitem = operator.getitem
@@ -151,6 +166,79 @@ def select_files(
                 f"key/value files {a + 1}..{b - 1} are missing", path=f"{directory}/{mine[b][0]}", offset=None
             )
     return [(s, mine[s][0]) for s in seqs], base
+
+
+def select_tracked(
+    fs: FileSystem, directory: str, generation: int, files: tuple[KVFile, ...], *, keep_others: bool, readonly: bool
+) -> list[tuple[int, str]]:
+    """The names of the record files the manifest lists (``files``), as ``(seq, name)``.
+
+    Every listed file must be there: one that is not is acknowledged data gone.
+    Every other file of ``generation`` is the leftover of an operation that never
+    committed (a rollover or compaction cut short, a ``.tmp``), and files of other
+    generations are stale (kept if ``keep_others``); unless ``readonly`` they are
+    deleted (directory fsynced after).  O(files in the directory).
+
+    Raises:
+        CorruptionError: a listed file is missing (named, with the manifest's record).
+        StorageIOError: listing or removing failed.
+    """
+    try:
+        names = fs.listdir(directory) if fs.exists(directory) else []
+    except OSError as e:
+        raise io_error(e, "listing key/value directory", directory) from e
+    wanted = {f.seq for f in files}
+    found: dict[int, list[str]] = {}
+    doomed: list[str] = []
+    for name in sorted(names):
+        m = _NAME.match(name)
+        if m is None:
+            continue  # not ours: leave it alone
+        gen, seq, kind = int(m.group(1), 16), int(m.group(2), 16), m.group(3)
+        if gen != generation:
+            if not keep_others:
+                doomed.append(name)
+        elif kind == "tmp" or seq not in wanted:
+            doomed.append(name)
+        else:
+            found.setdefault(seq, []).append(name)
+    out: list[tuple[int, str]] = []
+    for f in files:
+        names_f = found.get(f.seq)
+        if not names_f:
+            raise CorruptionError(
+                f"key/value file {f.seq} of generation {generation} is missing (the manifest lists it, "
+                f"{'sealed at' if f is not files[-1] else 'durable up to'} {f.length} bytes)",
+                path=f"{directory}/{file_name(generation, f.seq, 'log')}",
+                offset=None,
+            )
+        # both a .log and a .merged of one sequence: the manifest's uid tells which (open_file checks it)
+        out.append((f.seq, names_f[-1] if len(names_f) == 1 else _pick_by_uid(fs, directory, names_f, f.uid)))
+        doomed.extend(n for n in names_f if n != out[-1][1])
+    if not readonly and doomed:
+        try:
+            for name in doomed:
+                fs.unlink(f"{directory}/{name}")
+            fs.fsync_dir(directory)
+        except OSError as e:
+            raise io_error(e, "removing stale key/value files", directory) from e
+    return out
+
+
+def _pick_by_uid(fs: FileSystem, directory: str, names: list[str], uid: int) -> str:
+    for name in names:
+        try:
+            f = fs.open(f"{directory}/{name}", readonly=True)
+            try:
+                head = f.pread(SEGMENT_HEADER_SIZE, 0)
+            finally:
+                f.close()
+            h = decode_segment_header(head, name) if len(head) == SEGMENT_HEADER_SIZE else None
+        except (OSError, CorruptionError):
+            continue
+        if h is not None and h.uid == uid:
+            return name
+    return names[-1]  # none matches: open_file reports the stale header
 
 
 def create_file(
@@ -330,21 +418,26 @@ def open_file(
     return seg
 
 
-def scan_file(seg: SegmentFile, *, last: bool, readonly: bool) -> tuple[Any, list[tuple[int, FrameHeader]]]:
+def scan_file(
+    seg: SegmentFile, *, last: bool, readonly: bool, length: int | None = None
+) -> tuple[Any, list[tuple[int, FrameHeader]]]:
     """Scan the frames of an opened record file: ``(buffer, [(offset, header), ...])``.
 
-    A sealed file (not ``last``) must be whole.  The last file may end in a torn
-    tail, cut off with a WARNING (the cut is made and what remains synced unless
-    ``readonly``).  Sets ``seg.end``, ``seg.last_crc`` and, for a sealed file,
-    ``seg.durable``.  O(bytes in the file).
+    A sealed file (not ``last``) must be whole, and exactly ``length`` bytes when
+    the manifest gives it.  The last file may end in a torn tail, cut off with a
+    WARNING (the cut is made and what remains synced unless ``readonly``), but
+    never below ``length``, the manifest's durable claim for it.  Sets
+    ``seg.end``, ``seg.last_crc`` and, for a sealed file, ``seg.durable``.
+    O(bytes in the file).
 
     Raises:
-        CorruptionError: damage in a sealed file, or below a durable claim in the last one.
+        CorruptionError: damage in a sealed file or a sealed file of the wrong
+            size, or damage below a durable claim in the last one.
     """
     path = seg.path
     buf = seg.buffer()
     if last:
-        rec = recover_tail(buf, SEGMENT_HEADER_SIZE, seg.last_crc)
+        rec = recover_tail(buf, SEGMENT_HEADER_SIZE, seg.last_crc, known_durable=length or 0)
         if rec.corrupt:
             raise CorruptionError(
                 f"damaged key/value frame below a durable claim of offset {rec.claim}", path=path, offset=rec.end
@@ -362,6 +455,11 @@ def scan_file(seg: SegmentFile, *, last: bool, readonly: bool) -> tuple[Any, lis
         res = scan_frames(buf, SEGMENT_HEADER_SIZE, seg.last_crc)
         if res.stop != "end" or res.end != len(buf):
             raise CorruptionError("damaged frame in a sealed key/value file", path=path, offset=res.end)
+        if length is not None and len(buf) != length:
+            raise CorruptionError(
+                f"sealed key/value file is {len(buf)} bytes, the manifest says {length}", path=path,
+                offset=min(len(buf), length),
+            )
         frames = res.frames
         seg.end, seg.last_crc, seg.durable = res.end, res.last_crc, res.end
     return buf, frames

@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate, compress, repeat
 from typing import Any, NoReturn
@@ -45,27 +45,23 @@ from segwal.fs import FileSystem
 from segwal.kv.codec import (
     BODY_HEAD_SIZE,
     REC_TABLE,
-    TOMBSTONE,
-    decode_kv_body,
     encode_kv_body,
     validate_changes,
 )
 from segwal.kv.compaction import auto_compact, compact_store
 from segwal.kv.files import (
+    KVFile,
     Loc,
     create_file,
     file_name,
     move_zeroing,
-    open_file,
     read_locs,
-    scan_file,
     seal_file,
-    select_files,
-    torn_creation,
     write_clean_end,
 )
+from segwal.kv.opening import recover_store
 from segwal.types import LogId
-from segwal.wal.format import FRAME_HEADER_SIZE, KIND_KV, SEGMENT_HEADER_SIZE, FrameHeader, align8, encode_frame
+from segwal.wal.format import FRAME_HEADER_SIZE, KIND_KV, SEGMENT_HEADER_SIZE, align8, encode_frame
 from segwal.wal.prealloc import Preallocator
 from segwal.wal.segment import SegmentFile
 
@@ -141,6 +137,8 @@ class KVStore:
         "_closed",
         "_wlock",
         "_pa",
+        "_tracked",
+        "_commit",
     )
     # Set by open() on the instance it builds (declared here for the type checker).
     _fs: FileSystem
@@ -165,6 +163,8 @@ class KVStore:
         self._closed = False
         self._wlock = threading.Lock()
         self._pa: Preallocator | None = None
+        self._tracked: tuple[KVFile, ...] | None = None
+        self._commit: Callable[[tuple[KVFile, ...]], None] | None = None
 
     # -- opening ---------------------------------------------------------------
 
@@ -183,6 +183,8 @@ class KVStore:
         compact_ratio: float = 0.5,
         keep_other_generations: bool = False,
         preallocator: Preallocator | None = None,
+        files: tuple[KVFile, ...] | None = None,
+        commit: Callable[[tuple[KVFile, ...]], None] | None = None,
     ) -> KVStore:
         """Open (or create) the store in directory ``path`` (which must exist, except
         in read-only mode).
@@ -194,12 +196,21 @@ class KVStore:
         files are replayed into the key directory; a torn tail of the last file
         is cut with a WARNING.  Nothing is modified when ``readonly``.
 
+        ``files`` is the list of record files the engine's manifest committed
+        (``None`` for a directory whose manifest predates the list): every one
+        must be there, sealed ones at their exact size and the active one intact
+        up to its durable claim; any other file of the generation is a leftover
+        and is deleted.  ``commit`` durably records a new list (the engine writes
+        its manifest); it is called when the files change (a new store, a
+        rollover, a compaction, a clean close), each time before anything that
+        relies on the new list is acknowledged.
+
         Complexity: O(records and bytes in the files), bounded by compaction to
         about twice the live data (see docs/format-kv.md, "Open").
 
         Raises:
             CorruptionError: damage in a non-last file, damage below a durable
-                claim in the last file, a missing middle file, a foreign file.
+                claim in the last file, a missing file, a foreign file.
             StorageIOError: an I/O call failed.
         """
         if file_size < 256:
@@ -218,8 +229,10 @@ class KVStore:
         self._min_dead = compact_min_dead
         self._ratio = compact_ratio
         self._pa = None if readonly else preallocator
+        self._tracked = files
+        self._commit = None if readonly else commit
         try:
-            self._recover(keep_other_generations)
+            recover_store(self, keep_other_generations)
         except BaseException:
             for seg in self._files:
                 seg.file.close()
@@ -229,57 +242,30 @@ class KVStore:
     def _path(self, name: str) -> str:
         return f"{self._dir}/{name}"
 
-    def _recover(self, keep_others: bool = False) -> None:
-        fs = self._fs
-        if self._readonly and not fs.exists(self._dir):
+    def file_list(self, active_claim: int) -> tuple[KVFile, ...]:
+        """The record files in use as the manifest lists them, with ``active_claim``
+        as the durable claim of the active file.  O(files)."""
+        files = self._files
+        out = [KVFile(f.seq, f.uid, f.end) for f in files[:-1]]
+        if files:
+            out.append(KVFile(files[-1].seq, files[-1].uid, active_claim))
+        return tuple(out)
+
+    def _commit_files(self, active_claim: int, files: list[SegmentFile] | None = None) -> None:
+        """Have the engine record which files hold the store (its manifest write).  Durable on return."""
+        commit = self._commit
+        if commit is None:
             return
-        files, base = select_files(fs, self._dir, self._gen, keep_others=keep_others, readonly=self._readonly)
-        if files and torn_creation(fs, self._dir, files[-1][1], readonly=self._readonly):
-            files.pop()
-        self._kd = {}
-        for i, (seq, name) in enumerate(files):
-            self._load(name, seq, last=i == len(files) - 1)
-        if self._files:
-            self._active = self._files[-1]
-        elif not self._readonly:
-            self._active = create_file(
-                self._fs, self._dir, engine_id=self._engine_id, generation=self._gen, seq=base, prealloc=self._prealloc
-            )
-            self._files.append(self._active)
-
-    def _load(self, name: str, seq: int, *, last: bool) -> None:
-        seg = open_file(
-            self._fs, self._dir, name, seq, engine_id=self._engine_id, generation=self._gen,
-            readonly=self._readonly, prealloc=self._prealloc,
-        )
-        self._files.append(seg)  # closed by open() if the scan fails
-        buf, frames = scan_file(seg, last=last, readonly=self._readonly)
-        for off, fh in frames:
-            self._replay(seg, buf, off, fh)
-
-    def _replay(self, seg: SegmentFile, buf: Any, off: int, fh: FrameHeader) -> None:
-        if fh.kind != KIND_KV:
-            raise CorruptionError(f"frame of kind {fh.kind} in a key/value file", path=seg.path, offset=off)
-        body = decode_kv_body(buf, off + FRAME_HEADER_SIZE, off + fh.frame_len, fh.count, seg.path)
-        kd = self._kd
-        assert isinstance(kd, dict)
-        live = self._live
-        dead = self._dead
-        for k, vs, ve, vl, c in zip(body.keys, body.vstarts, body.vends, body.vlens, body.checks):
-            if vl == TOMBSTONE:
-                old = kd.pop(k, None)
-                dead += REC_TABLE + len(k)
-            else:
-                old = kd.get(k)
-                kd[k] = (seg, vs, ve, c)
-                live += REC_TABLE + len(k) + vl
-            if old is not None:
-                sz = REC_TABLE + len(k) + old[2] - old[1]
-                live -= sz
-                dead += sz
-        self._live, self._dead = live, dead
-        if body.applied is not None:
-            self._applied = body.applied
+        if files is not None:
+            saved, self._files = self._files, files
+            try:
+                listed = self.file_list(active_claim)
+            finally:
+                self._files = saved
+        else:
+            listed = self.file_list(active_claim)
+        commit(listed)
+        self._tracked = listed
 
     # -- reading ---------------------------------------------------------------
 
@@ -499,6 +485,17 @@ class KVStore:
         except StorageIOError:
             self._discard(file_name(self._gen, old.seq + 1, "log"))
             raise
+        try:
+            self._commit_files(new.durable, self._files + [new])
+        except SyncError as e:
+            new.close()
+            self._poison(e)
+            raise
+        except BaseException:
+            new.close()  # the manifest still lists the old file as active: it goes on
+            self._discard(file_name(self._gen, old.seq + 1, "log"))
+            move_zeroing(self._pa, None, old, self._file_size)
+            raise
         self._files.append(new)
         self._active = new
         move_zeroing(self._pa, None, new, self._file_size)
@@ -583,6 +580,11 @@ class KVStore:
                     except SyncError as e:
                         self._poison(e)
                         raise
+                    seg.durable = seg.end
+                    try:
+                        self._commit_files(seg.end)  # the clean end becomes a claim on the whole file
+                    except (OutOfSpaceError, StorageIOError) as e:
+                        log.warning("key/value clean end not recorded in the manifest (%s)", e)
             finally:
                 self._closed = True
                 self._kd = _Refusing(EngineClosedError("key/value store is closed"), 0)

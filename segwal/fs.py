@@ -251,6 +251,9 @@ class OsFileSystem:
     Existing files and directories keep their modes.
     """
 
+    file_mode: int = DEFAULT_FILE_MODE  # class defaults: a subclass that skips __init__ still works
+    dir_mode: int = DEFAULT_DIR_MODE
+
     def __init__(self, *, file_mode: int = DEFAULT_FILE_MODE, dir_mode: int = DEFAULT_DIR_MODE) -> None:
         self.file_mode = _check_mode("file_mode", file_mode)
         self.dir_mode = _check_mode("dir_mode", dir_mode)
