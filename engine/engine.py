@@ -21,6 +21,7 @@ import os
 import random
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Final, Literal, NoReturn
 
@@ -36,12 +37,14 @@ from segwal.errors import (
     EngineClosedError,
     EnginePoisonedError,
     LockedError,
+    OutOfSpaceError,
     SegwalError,
     StorageIOError,
     SyncError,
 )
 from segwal.fs import FileSystem, Lock, OsFileSystem, make_dirs, read_file, replace_file
 from segwal.kv import KVStore
+from segwal.kv.files import KVFile
 from segwal.types import Entry, HardState, LogId
 from segwal.wal.format import MAX_SEGMENT_BYTES, SMALL_BATCH
 from segwal.wal.prealloc import Preallocator
@@ -168,7 +171,7 @@ class WalEngine(KeyValueOps):
                 raise CorruptionError(f"manifest is missing but the directory holds {sorted(leftovers)[:3]}", path=mpath)
             if self._readonly:
                 raise CorruptionError("not a segwal directory (no manifest)", path=mpath)
-            manifest = Manifest(random.getrandbits(64) or 1, 1, 1, 1, None, 0, ())
+            manifest = Manifest(random.getrandbits(64) or 1, 1, 1, 1, None, 0, (), kv_files=())
             replace_file(fsys, self._path, MANIFEST_NAME, encode_manifest(manifest))
         else:
             manifest = decode_manifest(data, mpath)
@@ -182,8 +185,17 @@ class WalEngine(KeyValueOps):
             prealloc=min(1 << 20, self._segment_size),
             preallocator=self._prealloc,
         )
+        self._log.write_lock = self._wlock  # a failed read waits out a writer at work, then reads again
         self.notes = self._log.recover()
         self._hard = _hs.load_hard_state(fsys, self._path)
+        if self._hard is None and manifest.hard_state_saved:
+            raise CorruptionError(
+                "hard state is missing: the manifest records that one was saved (a node that forgot its "
+                "term and vote could vote twice in one term; see `segwal repair`)",
+                path=os.path.join(self._path, _hs.HARDSTATE_NAME),
+            )
+        if self._hard is not None and not manifest.hard_state_saved and not self._readonly:
+            self._log.record_manifest(hard_state_saved=True)  # saved by a crash-interrupted first save
         self._check_commit_index()
         kvdir = os.path.join(self._path, KV_DIR)
         if not fsys.exists(kvdir) and not self._readonly:
@@ -192,16 +204,23 @@ class WalEngine(KeyValueOps):
         self._kv = self._open_kv(manifest.kv_generation)
 
     def _open_kv(self, generation: int) -> KVStore:
+        m = self._log.manifest
         return KVStore.open(
             self._fs,
             os.path.join(self._path, KV_DIR),
-            engine_id=self._log.manifest.engine_id,
+            engine_id=m.engine_id,
             generation=generation,
             sync=self._sync == "always",
             file_size=self._segment_size,
             readonly=self._readonly,
             preallocator=self._prealloc,
+            files=m.kv_files if generation == m.kv_generation else (),
+            commit=self._commit_kv,
         )
+
+    def _commit_kv(self, files: tuple[KVFile, ...]) -> None:
+        """Record in the manifest which files hold the key/value store.  Durable on return."""
+        self._log.record_manifest(kv_files=files)
 
     def _check_commit_index(self) -> None:
         hs = self._hard
@@ -505,9 +524,9 @@ class WalEngine(KeyValueOps):
         with self._wlock:
             lg = self._writable()
             lg.reset()
-            if self._kv is not None:
-                self._kv.close()
-            self._kv = self._open_kv(lg.manifest.kv_generation)
+            old, self._kv = self._kv, self._open_kv(lg.manifest.kv_generation)  # readers move first
+            if old is not None:
+                old.close(clean=False)  # its generation is gone: nothing to record
 
     def segments(self) -> list[SegmentInfo]:
         """The live segments, in log order (for inspection tools).  O(segments)."""
@@ -541,3 +560,11 @@ class WalEngine(KeyValueOps):
                 lg.poisoned = e
                 raise
             self._hard = hard_state
+            if not lg.manifest.hard_state_saved:
+                # From now on a missing HARDSTATE is damage, not "never saved".  If
+                # this write fails the flag still rides on the next manifest write.
+                try:
+                    lg.record_manifest(hard_state_saved=True)
+                except (OutOfSpaceError, StorageIOError) as e:
+                    log.warning("hard-state flag not yet recorded in the manifest (%s)", e)
+                    lg.manifest = replace(lg.manifest, hard_state_saved=True)

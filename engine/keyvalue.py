@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator
 from typing import Final, Protocol
 
 from segwal.engine.log import SegmentedLog
-from segwal.errors import SyncError
+from segwal.errors import EngineClosedError, SyncError
 from segwal.fs import FileSystem
+from segwal.kv.files import KVFile
 from segwal.kv.store import KVStore
 from segwal.types import LogId
 
@@ -62,8 +63,16 @@ class KeyValueOps:
         """The value of ``key`` or ``None``; checksum verified.  O(1) + O(len(value)).
 
         Raises ``EngineClosedError`` after close (the key/value store refuses).
+        A ``reset`` or ``install_snapshot`` running concurrently swaps the store:
+        the read is then made again on the new one.
         """
-        return self._kv.get(key)  # type: ignore[union-attr]
+        while True:
+            kv = self._kv
+            try:
+                return kv.get(key)  # type: ignore[union-attr]
+            except EngineClosedError:
+                if self._kv is kv:
+                    raise
 
     def delete(self: _Engine, key: bytes) -> bytes | None:
         """Remove ``key``; returns the previous value or ``None``.  Durability: follows ``sync``."""
@@ -150,9 +159,10 @@ class KeyValueOps:
             for name in self._fs.listdir(kvdir):
                 if name.startswith(prefix):  # leftovers of an install that failed
                     self._fs.unlink(os.path.join(kvdir, name))
+            listed: list[tuple[KVFile, ...]] = [()]  # the staged store's files, committed below with the switch
             staged = KVStore.open(
                 self._fs, kvdir, engine_id=lg.manifest.engine_id, generation=new_gen, sync=False,
-                file_size=self._segment_size, keep_other_generations=True,
+                file_size=self._segment_size, keep_other_generations=True, files=(), commit=lambda files: listed.__setitem__(0, files),
             )
             try:
                 for keys, values in chunks:
@@ -161,9 +171,9 @@ class KeyValueOps:
                 staged.flush()
             finally:
                 staged.close()
-            lg.install(applied, new_gen)
-            if self._kv is not None:
-                self._kv.close()
-            self._kv = self._open_kv(new_gen)
+            lg.install(applied, new_gen, listed[0])
+            old, self._kv = self._kv, self._open_kv(new_gen)  # readers move to the new store first
+            if old is not None:
+                old.close(clean=False)  # its generation is gone: nothing to record
         return applied
 

@@ -47,10 +47,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from segwal.errors import CorruptionError, FormatVersionError
+from segwal.kv.files import KVFile
 from segwal.types import LogId
 from segwal.wal.format import crc32c
 
-__all__ = ["SegmentRecord", "KVFileRecord", "Manifest", "encode_manifest", "decode_manifest", "MANIFEST_NAME",
+__all__ = ["SegmentRecord", "KVFile", "Manifest", "encode_manifest", "decode_manifest", "MANIFEST_NAME",
            "MANIFEST_VERSION"]
 
 MANIFEST_NAME: Final = "MANIFEST"
@@ -73,15 +74,6 @@ class SegmentRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class KVFileRecord:
-    """One key/value file as the manifest lists it: exact size if sealed, durable claim if active."""
-
-    seq: int
-    uid: int
-    length: int
-
-
-@dataclass(frozen=True, slots=True)
 class Manifest:
     """The decoded manifest."""
 
@@ -95,7 +87,7 @@ class Manifest:
     reset_pending: bool = False
     hard_state_saved: bool = False
     #: the key/value files, or ``None`` in a version-1 manifest that did not list them
-    kv_files: tuple[KVFileRecord, ...] | None = None
+    kv_files: tuple[KVFile, ...] | None = None
 
 
 def encode_manifest(m: Manifest) -> bytes:
@@ -165,7 +157,7 @@ def decode_manifest(data: bytes, path: str) -> Manifest:
             raise CorruptionError("manifest lists segments out of order", path=path, offset=_HEAD.size)
     purge = LogId(pt, pi) if flags & 1 else None
     kv_off = _HEAD.size + _REC.size * nsegs
-    kv = (tuple(KVFileRecord(*_KVREC.unpack_from(data, kv_off + _KVREC.size * i)) for i in range(nkv))
+    kv = (tuple(KVFile(*_KVREC.unpack_from(data, kv_off + _KVREC.size * i)) for i in range(nkv))
           if flags & 8 else None)
     if kv is not None and any(b.seq != a.seq + 1 for a, b in zip(kv, kv[1:])):
         raise CorruptionError("manifest lists key/value files out of sequence", path=path, offset=kv_off)

@@ -1,7 +1,10 @@
 """The readers' view of the segmented log: the log's state, and reads that never lock.
 
 Readers read an immutable :class:`_View` that the writer replaces after each
-change (segment maps are never closed under them).  :class:`LogReader` holds the
+change (segment maps are never closed under them).  A read that fails while the
+writer is changing the log (an offset index being rewritten under a range read,
+a segment file closed after a purge) is made again on the newer view; only a
+failure that persists once no writer is at work is reported (:meth:`LogReader._settled`).  :class:`LogReader` holds the
 state the recovery and writer mixins share; ``segwal.engine.log`` assembles them.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 from bisect import bisect_right
 from typing import NamedTuple
 
@@ -118,6 +122,8 @@ class LogReader:
         self.poisoned: SegwalError | None = None
         self.reads_poisoned = False
         self._load_lock = threading.Lock()
+        #: the lock the engine's writers hold while they change the log (set by the engine)
+        self.write_lock: threading.Lock | None = None
         self._segs: list[LiveSegment] = [LiveSegment(directory, r) for r in manifest.segments]
         self._tail_term = 0
         self._ckpt_end = 0
@@ -182,53 +188,78 @@ class LogReader:
         for the same logic as a pure function).
         """
         v = self._view
-        if index < v.lo or index > v.hi:
-            return None
-        seg = v.segs[-1]
-        if index < seg.base:
-            seg = v.segs[bisect_right(v.bases, index) - 1]
-            if index > seg.last:
-                return None
-        idx = seg.index
-        f = seg.file
-        if idx is None or f is None:
-            idx, f = self._opened(seg)
-        m = f.map
-        off = idx.view[index - seg.base]
         try:
-            term, pstart, plen, check = _unpack_slot(m, off)  # type: ignore[arg-type]
-        except (struct.error, TypeError):
-            raise CorruptionError(
-                "index points past the end of the segment", path=seg.path, offset=off, index=index
-            ) from None
-        payload = m[pstart : pstart + plen]  # type: ignore[index]
-        if _xxh3(payload, index) ^ term != check or len(payload) != plen:
-            if len(payload) != plen:
+            if index < v.lo or index > v.hi:
+                return None
+            seg = v.segs[-1]
+            if index < seg.base:
+                seg = v.segs[bisect_right(v.bases, index) - 1]
+                if index > seg.last:
+                    return None
+            idx = seg.index
+            f = seg.file
+            if idx is None or f is None:
+                idx, f = self._opened(seg)
+            m = f.map
+            off = idx.view[index - seg.base]
+            try:
+                term, pstart, plen, check = _unpack_slot(m, off)  # type: ignore[arg-type]
+            except (struct.error, TypeError):
                 raise CorruptionError(
-                    "entry payload runs past the end of the segment", path=seg.path, offset=off, index=index
-                )
-            raise CorruptionError("entry checksum mismatch", path=seg.path, offset=off, index=index)
-        return _new(Entry, (index, term, payload))
+                    "index points past the end of the segment", path=seg.path, offset=off, index=index
+                ) from None
+            payload = m[pstart : pstart + plen]  # type: ignore[index]
+            if _xxh3(payload, index) ^ term != check or len(payload) != plen:
+                if len(payload) != plen:
+                    raise CorruptionError(
+                        "entry payload runs past the end of the segment", path=seg.path, offset=off, index=index
+                    )
+                raise CorruptionError("entry checksum mismatch", path=seg.path, offset=off, index=index)
+            return _new(Entry, (index, term, payload))
+        except (SegwalError, OSError, TypeError, IndexError):
+            if self._settled(v):
+                raise
+            return self.entry(index)  # the writer changed the log under this read: read again
 
     def entries(self, start: int, end: int) -> list[Entry]:
         """Entries ``start..end`` that exist, ascending, verified.  O(total bytes)."""
         v = self._view
-        start = max(start, v.lo)
-        end = min(end, v.hi)
-        out: list[Entry] = []
-        if start > end:
-            return out
-        k = bisect_right(v.bases, start) - 1
-        while start <= end and k < len(v.segs):
-            seg = v.segs[k]
-            stop = min(end, seg.last)
-            if stop >= start:
-                idx, f = self._opened(seg)
-                m = f.map
-                out.extend(_read_range(m if m is not None else b"", idx.array(), seg.base, start, stop, seg.path))
-                start = stop + 1
-            k += 1
+        first, last = start, end
+        try:
+            start = max(start, v.lo)
+            end = min(end, v.hi)
+            out: list[Entry] = []
+            if start > end:
+                return out
+            k = bisect_right(v.bases, start) - 1
+            while start <= end and k < len(v.segs):
+                seg = v.segs[k]
+                stop = min(end, seg.last)
+                if stop >= start:
+                    idx, f = self._opened(seg)
+                    m = f.map
+                    out.extend(_read_range(m if m is not None else b"", idx.array(), seg.base, start, stop, seg.path))
+                    start = stop + 1
+                k += 1
+        except (SegwalError, OSError, TypeError, IndexError):
+            if self._settled(v):
+                raise
+            return self.entries(first, last)  # the writer changed the log under this read: read again
         return out
+
+    def _settled(self, v: _View) -> bool:
+        """After a failed read on view ``v``: whether the failure is the log's own
+        (no writer changed anything since, so it is reported) rather than the
+        writer's work in progress (the read is then made again).  Waits up to
+        about 50 ms for a writer at work to finish.  Never on the hot path."""
+        lock = self.write_lock
+        for _ in range(250):
+            if self._view is not v:
+                return False
+            if lock is None or not lock.locked():
+                return self._view is v
+            time.sleep(0.0002)
+        return self._view is v
 
     def term_of(self, index: int) -> int | None:
         """Term of the entry at ``index``, of the purge boundary, or None."""

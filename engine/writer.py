@@ -20,6 +20,7 @@ from segwal.engine.view import LogReader, _View
 from segwal.errors import EnginePoisonedError, OutOfSpaceError, SegwalError, StorageIOError, SyncError
 from segwal.fs import replace_file
 from segwal.index.offsets import TailIndex, write_sealed_index
+from segwal.kv.files import KVFile
 from segwal.types import LogId
 from segwal.wal.format import (
     FRAME_HEADER_SIZE,
@@ -198,7 +199,7 @@ class LogWriter(LogReader):
             except OSError as e:
                 raise SyncError(e.errno or 5, f"directory fsync failed: {e.strerror or e}", self.dir) from e
         except BaseException as e:
-            f.close()
+            f.discard()
             try:
                 self.fs.unlink(path)
             except OSError:
@@ -262,7 +263,7 @@ class LogWriter(LogReader):
             raise
         except StorageIOError:
             if new_file is not None:
-                new_file.close()
+                new_file.discard()
             if on_fail_unlink is not None:
                 try:
                     self.fs.unlink(on_fail_unlink)
@@ -318,14 +319,26 @@ class LogWriter(LogReader):
         """
         self._replace_all(None, self.manifest.kv_generation + 1)
 
-    def install(self, cutoff: LogId, kv_generation: int) -> None:
+    def install(self, cutoff: LogId, kv_generation: int, kv_files: tuple[KVFile, ...] = ()) -> None:
         """Drop every segment, set the purge boundary to ``cutoff`` and switch to
-        ``kv_generation`` (already written and durable), in one manifest write:
-        the commit point of a snapshot install.
+        ``kv_generation`` (already written and durable, in ``kv_files``), in one
+        manifest write: the commit point of a snapshot install.
         """
-        self._replace_all(cutoff, kv_generation)
+        self._replace_all(cutoff, kv_generation, kv_files)
 
-    def _replace_all(self, boundary: LogId | None, kv_generation: int) -> None:
+    def record_manifest(self, **changes: object) -> None:
+        """Write the manifest with ``changes`` (its fields: e.g. ``kv_files``,
+        ``hard_state_saved``).  Durable on return; the commit point of whatever the
+        changed fields record.  Cost: one atomic replace (two syncs, a rename).
+
+        Raises:
+            SyncError: a sync failed (the log is poisoned: the manifest may or may not be new).
+            OutOfSpaceError / StorageIOError: nothing changed.
+        """
+        m = self.manifest
+        self._write_manifest(replace(m, revision=m.revision + 1, **changes))  # type: ignore[arg-type]
+
+    def _replace_all(self, boundary: LogId | None, kv_generation: int, kv_files: tuple[KVFile, ...] = ()) -> None:
         """Empty the log (boundary ``boundary``) and switch the KV generation in one
         manifest write; then unlink every old segment.  A reset (no boundary) marks
         the manifest so the hard state's commit index makes no claim on the log."""
@@ -339,6 +352,7 @@ class LogWriter(LogReader):
             segments=(),
             kv_generation=kv_generation,
             reset_pending=boundary is None,
+            kv_files=kv_files,
         )
         self._write_manifest(nm)
         gone = self._segs

@@ -123,13 +123,13 @@ def compact_store(store: KVStore) -> None:
         seg.durable = seg.end
         store._commit_files(seg.end, [seg])  # the commit point, when it does
     except SyncError as e:
+        seg.discard()
         if not renamed:
-            seg.close()
             store._discard(tmp.rsplit("/", 1)[1])
         store._poison(e)
         raise
     except BaseException:
-        seg.close()
+        seg.discard()
         store._discard((final if renamed else tmp).rsplit("/", 1)[1])
         raise
     old_files = store._files

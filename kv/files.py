@@ -258,10 +258,10 @@ def create_file(
         seg.sync()
         fs.fsync_dir(directory)
     except SyncError:
-        seg.close()
+        seg.discard()
         raise
     except OSError as e:
-        seg.close()
+        seg.discard()
         raise SyncError(e.errno or errno.EIO, f"fsync of directory failed: {e.strerror or e}", directory) from e
     seg.durable = seg.end
     return seg

@@ -488,11 +488,11 @@ class KVStore:
         try:
             self._commit_files(new.durable, self._files + [new])
         except SyncError as e:
-            new.close()
+            new.discard()
             self._poison(e)
             raise
         except BaseException:
-            new.close()  # the manifest still lists the old file as active: it goes on
+            new.discard()  # the manifest still lists the old file as active: it goes on
             self._discard(file_name(self._gen, old.seq + 1, "log"))
             move_zeroing(self._pa, None, old, self._file_size)
             raise

@@ -214,7 +214,7 @@ CASES = [
     Case("kv-sealed-file-bitflip", flip(KV1, 300), "open", KV1, 64, None),
     Case("kv-sealed-file-zeroed-sector", zero_sector(KV1), "open", KV1, 64, None),
     Case("kv-active-file-bitflip", flip(KV2, 300), "open", KV2, 64, None),
-    Case("manifest-bitflip", flip("MANIFEST", 50), "open", "MANIFEST", 168, None),
+    Case("manifest-bitflip", flip("MANIFEST", 50), "open", "MANIFEST", 216, None),  # offset of the CRC: 72 + 3 segments x 32 + 2 kv files x 24,
     Case("manifest-zeroed-sector", zero_sector("MANIFEST", 0), "open", "MANIFEST", 0, None),
     Case("missing-middle-segment", remove(SEG2), "open", SEG2, None, 40),
     Case("foreign-middle-segment", foreign(SEG2), "read", SEG2, 8, 40, voffset=0),

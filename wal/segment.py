@@ -367,3 +367,14 @@ class SegmentFile:
         descriptor, and an unlinked file its name); it is released with the last
         reference to this object.  O(1)."""
         self.file.close()
+
+    def discard(self) -> None:
+        """Close a file no reader ever saw (its creation or first write failed),
+        its map included, so nothing of it outlives the call.  O(1)."""
+        m, self.map = self.map, None
+        if m is not None:
+            try:
+                m.close()
+            except (BufferError, ValueError):
+                pass  # a buffer export still holds it: the last reference frees it
+        self.file.close()
