@@ -42,7 +42,16 @@ from segwal.errors import (
     StorageIOError,
     SyncError,
 )
-from segwal.fs import FileSystem, Lock, OsFileSystem, make_dirs, read_file, replace_file
+from segwal.fs import (
+    DEFAULT_DIR_MODE,
+    DEFAULT_FILE_MODE,
+    FileSystem,
+    Lock,
+    OsFileSystem,
+    make_dirs,
+    read_file,
+    replace_file,
+)
 from segwal.kv import KVStore
 from segwal.kv.files import KVFile
 from segwal.types import Entry, HardState, LogId
@@ -85,6 +94,14 @@ class WalEngine(KeyValueOps):
             real file system, off for any other ``fs`` (a recording or
             fault-injecting file system then sees one thread's operations, in a
             reproducible order).
+        file_mode, dir_mode: permissions of the files (segments, indexes,
+            MANIFEST, HARDSTATE, LOCK, key/value files, snapshots, temporary
+            files) and directories the engine creates; default ``0o600`` and
+            ``0o700`` (the log holds the application's commands, often secrets:
+            only the owner may read it, as with etcd).  Widen them, e.g.
+            ``file_mode=0o640, dir_mode=0o750``, to let a group read.  The
+            process umask still applies; existing files keep their modes.  Only
+            with the default ``fs`` (a custom file system decides for itself).
 
     Raises:
         LockedError: another open engine (this or another process) holds the directory.
@@ -104,6 +121,8 @@ class WalEngine(KeyValueOps):
         fs: FileSystem | None = None,
         readonly: bool = False,
         preallocate: bool | None = None,
+        file_mode: int = DEFAULT_FILE_MODE,
+        dir_mode: int = DEFAULT_DIR_MODE,
     ) -> None:
         if type(segment_size) is not int or not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_BYTES:
             raise ValueError(
@@ -111,7 +130,10 @@ class WalEngine(KeyValueOps):
             )
         if sync not in ("always", "flush"):
             raise ValueError(f"sync must be 'always' or 'flush', got {sync!r}")
-        self._fs: FileSystem = fs if fs is not None else OsFileSystem()
+        modes = OsFileSystem(file_mode=file_mode, dir_mode=dir_mode)  # checks both before anything happens
+        if fs is not None and (file_mode, dir_mode) != (DEFAULT_FILE_MODE, DEFAULT_DIR_MODE):
+            raise ValueError("file_mode and dir_mode apply to the default file system; set them on your fs instead")
+        self._fs: FileSystem = fs if fs is not None else modes
         self._path = os.path.abspath(os.fspath(path))
         self._sync = sync
         self._segment_size = segment_size
