@@ -283,6 +283,9 @@ def _verify_hard_state(fs: FileSystem, path: str, m: Manifest, log_last: int, fi
     hp = os.path.join(path, HARDSTATE_NAME)
     data = read_file(fs, hp)
     if data is None:
+        if m.hard_state_saved:
+            findings.append(Finding(CORRUPTION, hp, None, None,
+                                    "hard state is missing: the manifest records that one was saved"))
         return
     try:
         hs = decode_hard_state(data, hp)
@@ -297,12 +300,13 @@ def _verify_hard_state(fs: FileSystem, path: str, m: Manifest, log_last: int, fi
 
 def _verify_kv(fs: FileSystem, path: str, m: Manifest, findings: list[Finding]) -> None:
     kvdir = os.path.join(path, "kv")
-    if not fs.exists(kvdir):
+    if not fs.exists(kvdir) and not m.kv_files:
         return
     from segwal.kv import KVStore
 
     try:
-        kv = KVStore.open(fs, kvdir, engine_id=m.engine_id, generation=m.kv_generation, sync=False, readonly=True)
+        kv = KVStore.open(fs, kvdir, engine_id=m.engine_id, generation=m.kv_generation, sync=False, readonly=True,
+                          files=m.kv_files)
     except CorruptionError as e:
         findings.append(Finding(CORRUPTION, e.path, e.offset, None, e.reason))
         return
