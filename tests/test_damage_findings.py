@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from damage_fuzz import frames
+from damage_oracle import frames
 
 from segwal.engine import CorruptionError, Entry, HardState, LogId, VotedFor, WalEngine
 

@@ -166,7 +166,7 @@ def _report(results: list[dict[str, Any]], bases: Path, seed: int, secs: float) 
 def test_damage_fuzzer(bases_dir: Path, summary: _Summary, request: pytest.FixtureRequest) -> None:
     seed = _seed()
     rounds = _rounds(request.config)
-    jobs = int(os.environ.get("SEGWAL_FUZZ_JOBS", 2 if request.config.getoption("--long") else 1))
+    jobs = int(os.environ.get("SEGWAL_FUZZ_JOBS") or (2 if request.config.getoption("--long") else 1))
     t0 = time.monotonic()
     if jobs > 1:
         from concurrent.futures import ThreadPoolExecutor
