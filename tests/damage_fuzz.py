@@ -311,6 +311,13 @@ def _judge(items: dict[str, Any], errors: list[str], dmg: Damage, base: Base, to
     got = {i: items[f"entry {i}"] for i in range(1, top + 1) if items[f"entry {i}"] is not None}
     if got and (first != min(got) or last != max(got) or len(got) != last - first + 1):
         return "WRONG", False, f"first/last {first}/{last} do not match the readable entries {min(got)}..{max(got)}"
+    if dmg.expect == "forged":  # the entries returned must be ones that were written
+        cands = [_expected_items(s, top) for s in [base.ref, *base.legal]]
+        bad = [n for n, v in items.items() if n.startswith("entry") and v not in (None, ERR)
+               and not any(c[n] == v for c in cands)]
+        if bad:
+            return "WRONG", False, f"entries never written: {bad[:3]}: " + _diff(items, dmg, base, top)
+        return ("error-read" if errors else "clean-forged"), True, errors[0] if errors else ""
     if not errors:
         for s in dmg.states:
             if items == _expected_items(s, top):
@@ -338,7 +345,7 @@ def run_round(bases: list[Base], seed: int, r: int, work: Path) -> dict[str, Any
     """One round: copy a base, damage it, open and read it, classify.  Never raises."""
     rng = random.Random(f"{seed}/{r}")
     base = rng.choice(bases)
-    snapshot_round = base.snapshot is not None and rng.random() < 0.15
+    snapshot_round = base.snapshot is not None and rng.random() < 0.25
     d = work / f"r{r}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -321,7 +321,7 @@ class Oracle:
 # ----------------------------------------------------------------------------- damage
 
 
-DAMAGES = ["bitflip", "multiflip", "zero", "truncate", "append", "noise", "delete", "duplicate", "swap"]
+DAMAGES = ["bitflip", "multiflip", "zero", "truncate", "append", "noise", "delete", "duplicate", "swap", "crafted"]
 
 
 @dataclass
@@ -410,6 +410,14 @@ def damage(base: Base, d: Path, rng: random.Random, snap: Path | None) -> Damage
         if ext == ".idx" or to not in listed:
             return Damage(kind, k, f"copy {src} -> {dst}", "clean", [base.ref], "leftover or index: ignored or rebuilt")
         return Damage(kind, o.kind_of(dst), f"copy {src} over {dst}", "error", [], "listed segment replaced by another")
+    if kind == "crafted":  # a field rewritten and every checksum after it recomputed
+        ks = [k for k in ("wal", "wal-tail", "kv", "kv-last") if any(frames(base.files[r]) for r in groups.get(k, []))]
+        k = rng.choice(ks)
+        rel = rng.choice([r for r in groups[k] if frames(base.files[r])])
+        new, what = craft(base.files[rel], rng, frames(base.files[rel]))
+        (d / rel).write_bytes(new)
+        return Damage(kind, k, f"{rel}: {what}", "forged", [base.ref], "checksums recomputed: only the exception "
+                      "type, hangs, deaths and log entries (bound by their check values) are judged")
     # a damage to one file's bytes, or its deletion
     weights = {"wal": 3, "wal-tail": 3, "idx": 2, "kv": 2, "kv-last": 3, "MANIFEST": 1.5, "HARDSTATE": 1.5,
                "LOCK": 0.3, "wal-leftover": 1, "tmp": 1}
@@ -453,6 +461,18 @@ def mutate(old: bytes, kind: str, rng: random.Random, fr: list[Frame]) -> tuple[
     return bytes(b) + g, f"append {len(g)} garbage bytes at {len(b)}"
 
 
+def _snap_chunks(data: bytes) -> list[int]:
+    """Offsets of a snapshot's chunk headers."""
+    out, off = [], 48
+    while off + 16 <= len(data):
+        n, blen = struct.unpack_from("<II", data, off)
+        out.append(off)
+        off += 16 + blen
+        if n == 0:
+            break
+    return out
+
+
 def _snap_reserved(data: bytes) -> list[int]:
     """Byte positions of a snapshot no check covers: chunk ``reserved`` fields, bytes after the end chunk."""
     out, off = [], 48
@@ -470,7 +490,14 @@ def _damage_snapshot(base: Base, snap: Path, rng: random.Random, kind: str) -> D
     if kind in ("delete", "swap", "duplicate"):
         snap.unlink()
         return Damage("delete", "snapshot", "delete the snapshot", "error", [], "snapshot missing")
-    new, what = mutate(old, kind, rng, [])
+    chunks = [Frame(at, at + 16, 0, 0, 0, 0, b"") for at in _snap_chunks(old)]
+    if kind == "crafted":  # a chunk's pair count or body length (no checksum covers them)
+        at = rng.choice(chunks).start + rng.choice([0, 4])
+        cur = struct.unpack_from("<I", old, at)[0]
+        val = rng.choice([cur + 1, max(cur - 1, 0), 0, cur * 2 + 7, 0x7FFFFFFF, 0xFFFFFFFF, rng.getrandbits(32)])
+        new, what = old[:at] + struct.pack("<I", val) + old[at + 4:], f"set the chunk field at {at} to {val}"
+    else:
+        new, what = mutate(old, kind, rng, chunks)
     snap.write_bytes(new)
     free = set(_snap_reserved(old))
     if new == old:
@@ -481,3 +508,50 @@ def _damage_snapshot(base: Base, snap: Path, rng: random.Random, kind: str) -> D
     if len(new) == len(old) and changed <= free:
         return Damage(kind, "snapshot", what, "either", [base.snap_state], "only unchecked reserved bytes")  # type: ignore
     return Damage(kind, "snapshot", what, "error", [], "snapshot damaged")
+
+
+def reseal(b: bytearray, fr: list[Frame], k: int) -> None:
+    """Recompute frame ``k``'s body and header CRCs and the chain of every frame after it."""
+    prev = None
+    for f in fr[k:]:
+        if prev is not None:
+            struct.pack_into("<I", b, f.start + 24, prev)
+        struct.pack_into("<I", b, f.start + 28, crc(bytes(b[f.start + 40:f.end])))
+        prev = crc(bytes(b[f.start:f.start + 36]))
+        struct.pack_into("<I", b, f.start + 36, prev)
+
+
+def craft(old: bytes, rng: random.Random, fr: list[Frame]) -> tuple[bytes, str]:
+    """Rewrite one length, count, index, kind or slot field of a frame; the checksums still match."""
+    b = bytearray(old)
+    k = rng.randrange(len(fr))
+    f = fr[k]
+
+    def u32(cur: int) -> int:
+        return rng.choice([0, 1, cur + 1, max(cur - 1, 0), cur * 2 + 7, 0x7FFFFFFF, 0xFFFFFFFF, len(old),
+                           rng.getrandbits(32)])
+
+    body = f.start + 40
+    if f.kind == 3 and f.count and rng.random() < 0.7:
+        c = f.count
+        at = rng.choice([body, body + 24 + 4 * rng.randrange(c), body + 24 + 4 * c + 4 * rng.randrange(c)])
+        fmt, val = "<I", u32(struct.unpack_from("<I", b, at)[0])
+    elif f.kind == 1 and f.count and rng.random() < 0.6:
+        slot = body + 24 * rng.randrange(f.count)
+        at = slot + rng.choice([0, 8, 12])
+        fmt = "<Q" if at == slot else "<I"
+        cur = struct.unpack_from(fmt, b, at)[0]
+        val = rng.choice([cur + 1, cur - 1 if cur else 2, 0]) if fmt == "<Q" else u32(cur)
+    else:
+        at = f.start + rng.choice([0, 4, 8])
+        fmt = {0: "<B", 4: "<I", 8: "<Q"}[at - f.start]
+        cur = struct.unpack_from(fmt, b, at)[0]
+        if fmt == "<B":
+            val = rng.choice([x for x in (1, 2, 3) if x != cur])
+        elif fmt == "<I":
+            val = u32(cur)
+        else:
+            val = rng.choice([0, 1, cur + 1, max(cur - 1, 0), cur + 1000, 2**63, 2**64 - 1])
+    struct.pack_into(fmt, b, at, val)
+    reseal(b, fr, k)
+    return bytes(b), f"set the {fmt[1:]} at {at} (frame at {f.start}) to {val}, checksums recomputed"

@@ -6,7 +6,9 @@ a truncation, hard states, key/value data with a last-applied id, an insert and
 a delete, and a snapshot file; and the same workload in a real writer killed
 with SIGKILL, idle or in the middle of a call), damages it (bit flips, zeroed
 ranges, truncation, garbage appended, noise, deletion, duplication under another
-sequence number, two files swapped) in any file the engine writes (segments,
+sequence number, two files swapped, and "crafted": a length, count, index or
+kind field rewritten with every checksum recomputed, where only the exception
+type, hangs, deaths and log entries are judged) in any file the engine writes (segments,
 indexes, MANIFEST, HARDSTATE, key/value files, the snapshot given to
 ``install_snapshot``), opens it with ``WalEngine`` and reads every entry, the
 hard state, every key and ``last_applied``.  The spec (docs/format.md,
