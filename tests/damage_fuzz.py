@@ -358,7 +358,8 @@ def run_round(bases: list[Base], seed: int, r: int, work: Path) -> dict[str, Any
     try:
         dmg = damage(base, d, rng, snap)
     except Exception:  # a bug of the fuzzer itself
-        res.update(damage="?", target="?", expect="?", outcome="FUZZER-BUG", ok=False, detail=traceback.format_exc())
+        res.update(damage="?", target="?", expect="?", what="?", why="?", outcome="FUZZER-BUG", ok=False,
+                   detail=traceback.format_exc())
         return res
     res.update(damage=dmg.kind, target=dmg.target, expect=dmg.expect, what=dmg.what, why=dmg.why)
     top = max([i for s in [*base.legal, base.ref] for i, _, _ in s.entries] + [1]) + 3

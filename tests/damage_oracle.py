@@ -495,6 +495,7 @@ def _damage_snapshot(base: Base, snap: Path, rng: random.Random, kind: str) -> D
         at = rng.choice(chunks).start + rng.choice([0, 4])
         cur = struct.unpack_from("<I", old, at)[0]
         val = rng.choice([cur + 1, max(cur - 1, 0), 0, cur * 2 + 7, 0x7FFFFFFF, 0xFFFFFFFF, rng.getrandbits(32)])
+        val &= 0xFFFFFFFF
         new, what = old[:at] + struct.pack("<I", val) + old[at + 4:], f"set the chunk field at {at} to {val}"
     else:
         new, what = mutate(old, kind, rng, chunks)
@@ -552,6 +553,7 @@ def craft(old: bytes, rng: random.Random, fr: list[Frame]) -> tuple[bytes, str]:
             val = u32(cur)
         else:
             val = rng.choice([0, 1, cur + 1, max(cur - 1, 0), cur + 1000, 2**63, 2**64 - 1])
+    val &= (1 << (8 * struct.calcsize(fmt))) - 1
     struct.pack_into(fmt, b, at, val)
     reseal(b, fr, k)
     return bytes(b), f"set the {fmt[1:]} at {at} (frame at {f.start}) to {val}, checksums recomputed"
