@@ -8,6 +8,10 @@ the fix).
    clean close had recorded where it ends;
 3. ``HARDSTATE`` deleted while the log and the key/value store hold data:
    ``load_hard_state()`` returned ``None`` (a node could vote twice in one term).
+
+And what the damaged-directory fuzzer found besides: a sealed key/value file cut at a
+frame boundary, a last one cut inside its header (taken for a torn creation and
+removed), and a snapshot whose chunk count was rewritten (a plain ``ValueError``).
 """
 
 from __future__ import annotations
@@ -61,7 +65,9 @@ def test_deleted_key_value_file_is_reported(tmp_path: Path) -> None:
     assert gone.name in str(ei.value)
 
 
-@pytest.mark.parametrize("damage", ["truncate-last-at-frame", "zero-last-to-end", "truncate-sealed-at-frame"])
+@pytest.mark.parametrize(
+    "damage", ["truncate-last-at-frame", "zero-last-to-end", "truncate-sealed-at-frame", "truncate-last-into-header"]
+)
 def test_truncated_or_zeroed_key_value_file_is_reported(tmp_path: Path, damage: str) -> None:
     files = build(tmp_path / "e")
     f = files[0] if damage == "truncate-sealed-at-frame" else files[-1]
@@ -70,11 +76,30 @@ def test_truncated_or_zeroed_key_value_file_is_reported(tmp_path: Path, damage: 
     assert len(fr) >= 2
     if damage == "zero-last-to-end":  # every frame after the first one, and the rest of the file
         f.write_bytes(data[: fr[1].start] + bytes(len(data) - fr[1].start))
+    elif damage == "truncate-last-into-header":  # was taken for a rollover torn before its header
+        f.write_bytes(data[:10])
     else:  # the end of the first frame: what is left is a clean chain of whole frames
         f.write_bytes(data[: fr[0].end])
     with pytest.raises(CorruptionError) as ei:
         open_and_read_all(tmp_path / "e")
     assert ei.value.path == str(f) and ei.value.offset is not None, ei.value
+
+
+def test_snapshot_with_a_crafted_chunk_count_is_refused_as_corrupt(tmp_path: Path) -> None:
+    """Found by the fuzzer: a chunk's pair count (no checksum covers it) larger than its body
+    made ``install_snapshot`` raise numpy's plain ``ValueError``, not ``CorruptionError``."""
+    build(tmp_path / "e")
+    snap = tmp_path / "snap"
+    with WalEngine(tmp_path / "e", segment_size=SEG) as e:
+        e.snapshot(snap)
+    data = bytearray(snap.read_bytes())
+    data[48:52] = (0xFFFFFFFF).to_bytes(4, "little")  # the first chunk's pair count
+    snap.write_bytes(bytes(data))
+    with WalEngine(tmp_path / "e", segment_size=SEG) as e:
+        with pytest.raises(CorruptionError) as ei:
+            e.install_snapshot(snap)
+        assert ei.value.path == str(snap)
+    open_and_read_all(tmp_path / "e")  # nothing changed
 
 
 def test_deleted_hard_state_is_reported(tmp_path: Path) -> None:
