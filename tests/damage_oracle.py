@@ -208,9 +208,9 @@ class Oracle:
             ranges[name] = [r for _, _, rg in keep.values() for r in rg]
         return log, ranges
 
-    def replay(self, tail_cut: int | None = None, kv_cut: int | None = None) -> State:
+    def replay(self, tail_cut: int | None = None, kv_cut: int | None = None, kv_drop: str | None = None) -> State:
         log, _ = self.log_ranges(tail_cut)
-        kv, applied, _ = kv_replay([self.b.files[n] for n in self.kvfiles], {}, None, kv_cut)
+        kv, applied, _ = kv_replay([self.b.files[n] for n in self.kvfiles if n != kv_drop], {}, None, kv_cut)
         hs = self.b.files.get("HARDSTATE")
         hard = None
         if hs is not None:
@@ -315,6 +315,8 @@ class Oracle:
             return "clean", [self.b.ref], f"{kind} deleted"
         if kind in ("kv", "kv-last") and not _has_data(frames(self.b.files[rel])):
             return "either", [self.b.ref], "key/value file without data deleted"
+        if kind == "kv-last" and (cut := self.replay(kv_drop=rel)) in self.b.legal:
+            return "either", [cut], "the last key/value file held only a frame never acknowledged"
         return "error", [], f"{kind} deleted"
 
 
