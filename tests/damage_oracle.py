@@ -302,6 +302,8 @@ class Oracle:
         end = fr[-1].end if fr else 64
         data = _has_data(fr)
         if any(i < 64 for i in changed):
+            if kind == "kv-last" and data and (cut := self.replay(kv_drop=rel)) in self.b.legal:
+                return "either", [cut, self.b.ref], "header of a last key/value file holding nothing acknowledged"
             return ("error" if data else "either"), [self.b.ref], "key/value file header"
         if kind == "kv":
             if min(changed) >= end:
