@@ -99,10 +99,15 @@ def frames(data: bytes, start: int = 64) -> list[Frame]:
 
 
 def manifest(data: bytes) -> dict[str, Any]:
-    (_m, _v, flags, eid, _rev, kvgen, next_seq, pterm, pidx, tail_durable, n, _r) = _MANI.unpack_from(data, 0)
+    """The MANIFEST's fields (docs/format.md 2.7); version 2 also lists the key/value files
+    (flag bit 3: ``nkv`` at 68, then 24-byte records seq, uid, length after the segments)."""
+    (_m, version, flags, eid, _rev, kvgen, next_seq, pterm, pidx, tail_durable, n, nkv) = _MANI.unpack_from(data, 0)
     recs = [struct.unpack_from("<QQQQ", data, 72 + 32 * i) for i in range(n)]
-    return dict(flags=flags, engine_id=eid, kv_generation=kvgen, next_seq=next_seq, tail_durable=tail_durable,
-                boundary=(pterm, pidx) if flags & 1 else None, records=recs)
+    kv = None
+    if version >= 2 and flags & 8:
+        kv = [struct.unpack_from("<QQQ", data, 72 + 32 * n + 24 * i) for i in range(nkv)]
+    return {"flags": flags, "engine_id": eid, "kv_generation": kvgen, "next_seq": next_seq,
+            "tail_durable": tail_durable, "boundary": (pterm, pidx) if flags & 1 else None, "records": recs, "kv": kv}
 
 
 def segment_entries(data: bytes, fr: list[Frame]) -> dict[int, tuple[int, bytes, list[tuple[int, int]]]]:
@@ -183,6 +188,12 @@ class Oracle:
         self.tail = self.seg[self.recs[-1][0]] if self.recs else None
         g = self.m["kv_generation"]
         self.kvfiles = sorted(n for n in b.files if n.startswith(f"kv/kv-{g:016x}-") and n.endswith((".log", ".merged")))
+        self.kv_claim = 0  # a version-2 MANIFEST's durable claim on the last key/value file
+        if self.m["kv"] is not None:  # only the listed files count; others are leftovers
+            listed = {seq: length for seq, _uid, length in self.m["kv"]}
+            self.kvfiles = [n for n in self.kvfiles if int(n[23:39], 16) in listed]
+            if self.kvfiles:
+                self.kv_claim = listed[int(self.kvfiles[-1][23:39], 16)]
         self.scan_start = 64
         if self.tail:
             seq, uid, base, _ = self.recs[-1]
@@ -230,6 +241,8 @@ class Oracle:
             return "idx"
         if rel in self.kvfiles:
             return "kv-last" if rel == self.kvfiles[-1] else "kv"
+        if rel.startswith("kv/"):
+            return "kv-leftover"  # another generation, or not listed by a version-2 MANIFEST
         if rel.endswith(".tmp"):
             return "tmp"
         return rel  # MANIFEST, HARDSTATE, LOCK
@@ -244,7 +257,7 @@ class Oracle:
             return "clean", [ref], "no byte changed"
         kind = self.kind_of(rel)
         lo = next((i for i in range(min(len(old), len(new))) if old[i] != new[i]), min(len(old), len(new)))
-        if kind in ("idx", "wal-leftover", "tmp", "LOCK"):
+        if kind in ("idx", "wal-leftover", "kv-leftover", "tmp", "LOCK"):
             return "clean", [ref], f"{kind} holds nothing acknowledged"
         if kind in ("MANIFEST", "HARDSTATE"):
             return "error", [], f"{kind} changed at {lo}"
@@ -287,7 +300,8 @@ class Oracle:
         hitf = next(f for f in fr if f.start <= first < f.end)
         intact_later = [f for f in fr if f.start > hitf.start and f.end <= len(new)
                         and not any(f.start <= i < f.end for i in changed)]
-        claim = max([f.durable for f in intact_later] + [end if self.b.clean_close else 0])
+        claim = max([f.durable for f in intact_later] + [end if self.b.clean_close else 0]
+                    + [self.kv_claim if what == "kv" else 0])
         cut = self.replay(tail_cut=hitf.start) if what == "log" else self.replay(kv_cut=hitf.start)
         if claim > hitf.start:
             if cut == ref:  # e.g. only the key/value clean-close marker: nothing acknowledged is lost
@@ -313,7 +327,7 @@ class Oracle:
 
     def expect_delete(self, rel: str) -> tuple[str, list[State], str]:
         kind = self.kind_of(rel)
-        if kind in ("idx", "wal-leftover", "tmp", "LOCK"):
+        if kind in ("idx", "wal-leftover", "kv-leftover", "tmp", "LOCK"):
             return "clean", [self.b.ref], f"{kind} deleted"
         if kind in ("kv", "kv-last") and not _has_data(frames(self.b.files[rel])):
             return "either", [self.b.ref], "key/value file without data deleted"
@@ -424,7 +438,7 @@ def damage(base: Base, d: Path, rng: random.Random, snap: Path | None) -> Damage
                       "type, hangs, deaths and log entries (bound by their check values) are judged")
     # a damage to one file's bytes, or its deletion
     weights = {"wal": 3, "wal-tail": 3, "idx": 2, "kv": 2, "kv-last": 3, "MANIFEST": 1.5, "HARDSTATE": 1.5,
-               "LOCK": 0.3, "wal-leftover": 1, "tmp": 1}
+               "LOCK": 0.3, "wal-leftover": 1, "kv-leftover": 1, "tmp": 1}
     ks = [k for k in weights if k in groups]
     k = rng.choices(ks, [weights[x] for x in ks])[0]
     rel = rng.choice(groups[k])
