@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -47,6 +48,9 @@ from typing import Any
 
 import damage_fuzz as fz
 import pytest
+from damage_oracle import DAMAGES
+
+from segwal.engine import WalEngine
 
 HERE = Path(__file__).resolve().parent
 CI_ROUNDS = 600
@@ -131,9 +135,9 @@ def _run_worker(bases: Path, seed: int, todo: list[int]) -> list[dict[str, Any]]
         todo = todo[len(done):]
         if todo:  # the worker died (or hung) in round todo[0]
             r = todo.pop(0)
-            out.append(dict(round=r, base="?", damage="?", target="?", expect="?", what="?", why="",
-                            outcome="HANG" if hung else "DEAD", ok=False,
-                            detail=f"worker {'hung' if hung else f'died ({proc.returncode})'}: {err}"))
+            why = f"worker {'hung' if hung else f'died ({proc.returncode})'}: {err}"
+            out.append({"round": r, "base": "?", "damage": "?", "target": "?", "expect": "?", "what": "?", "why": "",
+                        "outcome": "HANG" if hung else "DEAD", "ok": False, "detail": why})
     return out
 
 
@@ -147,7 +151,7 @@ def _report(results: list[dict[str, Any]], bases: Path, seed: int, secs: float) 
     by = Counter((r["target"], r["damage"], r["outcome"]) for r in results)
     targets = sorted({k[0] for k in by})
     for t in targets:
-        for d in fz.DAMAGES + ["?"]:
+        for d in DAMAGES + ["?"]:
             cells = {o: n for (t2, d2, o), n in by.items() if (t2, d2) == (t, d)}
             if cells:
                 lines.append(f"  {t:<13}{d:<10}" + "  ".join(f"{o}={n}" for o, n in sorted(cells.items())))
@@ -184,7 +188,7 @@ def test_damage_fuzzer(bases_dir: Path, summary: _Summary, request: pytest.Fixtu
         summary.lines.append(json.dumps(results[0], indent=1))
     assert len(results) == len(rounds)
     if len(rounds) >= 500:  # the run covers every kind of file and of damage
-        assert {r["damage"] for r in results} >= set(fz.DAMAGES) - {"?"}
+        assert {r["damage"] for r in results} >= set(DAMAGES) - {"?"}
         assert {r["target"] for r in results} >= {"wal", "wal-tail", "idx", "MANIFEST", "HARDSTATE", "kv", "kv-last",
                                                   "snapshot"}
     fails = [r for r in results if not r["ok"]]
@@ -196,11 +200,9 @@ def test_undamaged_bases_open_exactly(bases_dir: Path) -> None:
     for b in fz.load_bases(bases_dir):
         top = max([i for s in b.legal for i, _, _ in s.entries] + [1]) + 3
         copy = bases_dir / "undamaged" / Path(b.path).parent.name
-        import shutil
-
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(b.path, copy)
-        with fz.WalEngine(copy, segment_size=fz.SEG) as e:
+        with WalEngine(copy, segment_size=fz.SEG) as e:
             items, errors = fz._observe(e, top)
         assert not errors
         items.pop("first"), items.pop("last")
