@@ -112,6 +112,7 @@ def _run_worker(bases: Path, seed: int, todo: list[int]) -> list[dict[str, Any]]
         done: list[dict[str, Any]] = []
         buf = b""
         last = time.monotonic()
+        hung = False
         while True:
             ready, _, _ = select.select([proc.stdout], [], [], 5)
             if ready:
@@ -123,10 +124,10 @@ def _run_worker(bases: Path, seed: int, todo: list[int]) -> list[dict[str, Any]]
                 done += [json.loads(ln) for ln in lines if ln]
                 last = time.monotonic()
             elif time.monotonic() - last > SILENCE_SECONDS:
-                proc.kill()
+                hung = True
                 break
-        hung = proc.poll() is None
-        proc.kill()
+        if hung:
+            proc.kill()
         proc.wait()
         err = proc.stderr.read().decode(errors="replace")[-1500:]  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
