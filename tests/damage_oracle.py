@@ -277,7 +277,7 @@ class Oracle:
         trunc = len(new) < len(old)
         hit = [i for i in changed if any(a <= i < b for a, b in live) or (trunc and i <= max((b for _, b in live), default=0) - 1)]
         if any(i < 64 for i in changed):
-            return ("error" if live else "either"), [], "segment header"
+            return ("error" if live else "either"), [ref], "segment header"
         if kind == "wal":  # sealed: read through its index, never scanned at open
             if hit:
                 return "error", [], f"live entry bytes at {hit[0]}"
