@@ -207,7 +207,6 @@ class WalEngine(KeyValueOps):
             prealloc=min(1 << 20, self._segment_size),
             preallocator=self._prealloc,
         )
-        self._log.write_lock = self._wlock  # a failed read waits out a writer at work, then reads again
         self.notes = self._log.recover()
         self._hard = _hs.load_hard_state(fsys, self._path)
         if self._hard is None and manifest.hard_state_saved:

@@ -122,8 +122,10 @@ class LogReader:
         self.poisoned: SegwalError | None = None
         self.reads_poisoned = False
         self._load_lock = threading.Lock()
-        #: the lock the engine's writers hold while they change the log (set by the engine)
-        self.write_lock: threading.Lock | None = None
+        #: odd while the writer changes what an older view covers; moved twice per change
+        self._rewrites = 0
+        #: the thread making the current change (a read it makes itself is not waited for)
+        self._rewriter = 0
         self._segs: list[LiveSegment] = [LiveSegment(directory, r) for r in manifest.segments]
         self._tail_term = 0
         self._ckpt_end = 0
@@ -224,6 +226,7 @@ class LogReader:
     def entries(self, start: int, end: int) -> list[Entry]:
         """Entries ``start..end`` that exist, ascending, verified.  O(total bytes)."""
         v = self._view
+        c0 = self._rewrites
         first, last = start, end
         try:
             start = max(start, v.lo)
@@ -245,19 +248,23 @@ class LogReader:
             if self._settled(v):
                 raise
             return self.entries(first, last)  # the writer changed the log under this read: read again
+        if (c0 != self._rewrites or c0 & 1) and self._rewriter != threading.get_ident():
+            # An overwrite, truncation, rotation or purge ran during this read: the
+            # entries may mix two histories.  Read again once it is published.
+            self._settled(v)
+            return self.entries(first, last)
         return out
 
     def _settled(self, v: _View) -> bool:
         """After a failed read on view ``v``: whether the failure is the log's own
-        (no writer changed anything since, so it is reported) rather than the
-        writer's work in progress (the read is then made again).  Waits up to
-        about 50 ms for a writer at work to finish.  Never on the hot path."""
-        lock = self.write_lock
-        for _ in range(250):
-            if self._view is not v:
-                return False
-            if lock is None or not lock.locked():
-                return self._view is v
+        (reported) rather than the writer's change in progress (the read is then
+        made again).  Waits for a change in progress to be published.  Never on
+        the hot path."""
+        me = threading.get_ident()
+        deadline = time.monotonic() + 10.0
+        while self._view is v and self._rewrites & 1 and self._rewriter != me:
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.0002)
         return self._view is v
 
