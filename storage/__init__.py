@@ -10,7 +10,6 @@ install does not need ``obstore``.
 
 from typing import TYPE_CHECKING, Any
 
-
 from segwal.storage.aio import AsyncWalEngine
 from segwal.storage.memory import InMemoryEngine
 from segwal.storage.rocksdb import RocksDBEngine

@@ -147,7 +147,8 @@ class ObjectStoreEngine(ContextManagerMixin):
         self.chunk_bytes = chunk_bytes
         self._mutex = threading.RLock()
         self._fenced: FencedError | None = None
-        self._doubt: tuple[int, str, bytes] | None = None
+        #: records of failed calls that may have landed at slot ``_doubt[0]``, by write id
+        self._doubt: tuple[int, dict[str, bytes]] | None = None
         self._epoch = 0
         self._manifest = Manifest()
         self._view = View()
@@ -199,7 +200,7 @@ class ObjectStoreEngine(ContextManagerMixin):
     def _place_fence(self, m: Manifest) -> int:
         """Create the fence object at the first free slot after the manifest; return its slot."""
         io = self._io
-        listed = [parse_id(i.name, "log", ".slot") for i in io.list("log", slot_name(io.prefix, m.replay_after))]
+        listed = [parse_id(i.name, "log", ".slot") for i in io.list_folder("log", slot_name(io.prefix, m.replay_after))]
         seqs = [s for s in listed if s is not None and s > m.replay_after]
         seq = (max(seqs) if seqs else m.replay_after) + 1
         while True:
@@ -245,7 +246,7 @@ class ObjectStoreEngine(ContextManagerMixin):
             view.first = max(view.runs[0].first, (m.boundary.index + 1) if m.boundary else 0)
         view.kv_dirty = False
         if fence is None:
-            listed = io.list("log", slot_name(io.prefix, m.replay_after))
+            listed = io.list_folder("log", slot_name(io.prefix, m.replay_after))
             seqs = sorted(s for s in (parse_id(i.name, "log", ".slot") for i in listed)
                           if s is not None and s > m.replay_after)
             contiguous = [s for k, s in enumerate(seqs) if s == m.replay_after + 1 + k]
@@ -363,12 +364,15 @@ class ObjectStoreEngine(ContextManagerMixin):
             try:
                 other = io.create(name, data, wid.hex())
             except StorageIOError:
-                self._doubt = (seq, wid.hex(), data)
+                if self._doubt is None or self._doubt[0] != seq:
+                    self._doubt = (seq, {})
+                self._doubt[1][wid.hex()] = data
                 raise
             if other is not None:
                 doubt = self._doubt
-                if doubt is not None and doubt[0] == seq and write_id_of(other, name) == doubt[1]:
-                    self._committed(seq, name, doubt[2], None)  # a failed call's record did land
+                landed = None if doubt is None or doubt[0] != seq else doubt[1].get(write_id_of(other, name) or "")
+                if landed is not None:
+                    self._committed(seq, name, landed, None)  # a failed call's record did land
                     continue
                 self._check_not_newer(name, other)
                 raise CorruptionError(f"slot {seq} is taken by a write of an epoch not newer than {self._epoch}",

@@ -146,7 +146,7 @@ class Store:
 
     # -- reads ----------------------------------------------------------------
 
-    def list(self, folder: str, after: str | None = None) -> list[ObjectInfo]:
+    def list_folder(self, folder: str, after: str | None = None) -> list[ObjectInfo]:
         """The objects of ``<prefix><folder>/`` (after ``after``), by name.  Retried LIST."""
         return self.retry(lambda: self.seam.list(f"{self.prefix}{folder}/", after))
 
