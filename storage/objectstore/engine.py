@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from segwal.engine.hardstate import decode_hard_state, encode_hard_state
+from segwal.engine.hardstate import encode_hard_state
 from segwal.errors import CorruptionError, EngineClosedError, FencedError, StaleViewError, StorageIOError
-from segwal.storage.objectstore import compaction
+from segwal.storage.objectstore import compaction, opening, snapshots
 from segwal.storage.objectstore.io import Store, write_id_of
 from segwal.storage.objectstore.layout import (
-    K_CHECKPOINT,
     K_ENTRIES,
-    K_FENCE,
     K_HARDSTATE,
     K_INSTALL,
     K_PURGE,
@@ -46,19 +43,13 @@ from segwal.storage.objectstore.layout import (
     decode_object_header,
     encode_install,
     encode_logid,
-    encode_manifest,
     encode_object,
-    manifest_name,
-    parse_id,
     slot_name,
 )
 from segwal.storage.objectstore.seam import StoredObject, as_seam
-from segwal.storage.objectstore.urls import has_scheme, store_from_url
+from segwal.storage.objectstore.urls import store_from_url
 from segwal.storage.objectstore.view import (
-    Decoded,
-    Run,
     View,
-    decode_kv_frames,
     decode_slot,
     encode_checkpoint,
     encode_entries,
@@ -155,7 +146,7 @@ class ObjectStoreEngine(ContextManagerMixin):
         self._chunks: dict[str, ChunkRef] = {}
         self._tail: list[tuple[int, int, str]] = []
         self._next_slot = 1
-        self._open()
+        opening.open_engine(self)
         self._closed = False
 
     @classmethod
@@ -173,140 +164,6 @@ class ObjectStoreEngine(ContextManagerMixin):
 
     # -- opening ----------------------------------------------------------
 
-    def _open(self) -> None:
-        if self.readonly:
-            self._load_view()
-            return
-        io = self._io
-        for _ in range(_OPEN_ATTEMPTS):
-            m = io.latest_manifest()
-            wid = _wid()
-            claim = Manifest(
-                mid=m.mid + 1, epoch=m.epoch + 1, write_id=wid, claim=True, replay_after=m.replay_after,
-                last_index=m.last_index, boundary=m.boundary, applied=m.applied, hard_state=m.hard_state,
-                checkpoint=m.checkpoint, checkpoint_size=m.checkpoint_size, chunks=m.chunks,
-            )
-            if io.create(manifest_name(io.prefix, claim.mid), encode_manifest(claim), wid.hex()) is None:
-                break
-        else:
-            raise StorageIOError(5, "could not claim a writer epoch (the manifest kept changing)", io.prefix)
-        self._epoch = claim.epoch
-        fence = self._place_fence(claim)
-        latest = io.latest_manifest()
-        if latest.epoch != self._epoch:
-            raise FencedError(f"{io.prefix!r}: epoch {latest.epoch} took over while epoch {self._epoch} opened")
-        self._load_view(claim, fence)
-
-    def _place_fence(self, m: Manifest) -> int:
-        """Create the fence object at the first free slot after the manifest; return its slot."""
-        io = self._io
-        listed = [parse_id(i.name, "log", ".slot") for i in io.list_folder("log", slot_name(io.prefix, m.replay_after))]
-        seqs = [s for s in listed if s is not None and s > m.replay_after]
-        seq = (max(seqs) if seqs else m.replay_after) + 1
-        while True:
-            wid = _wid()
-            head, _crc = encode_object(K_FENCE, self._epoch, seq, wid)
-            other = io.create(slot_name(io.prefix, seq), head, wid.hex())
-            if other is None:
-                return seq
-            self._check_not_newer(slot_name(io.prefix, seq), other)
-            seq += 1  # the old writer's last record: the fence goes after it
-
-    def _load_view(self, m: Manifest | None = None, fence: int | None = None) -> None:
-        """Build the view: the manifest's state, its chunks' tables, then the slots after it replayed."""
-        io = self._io
-        for _ in range(_OPEN_ATTEMPTS):
-            mm = io.latest_manifest() if m is None else m
-            try:
-                self._build(mm, fence)
-                return
-            except _Vanished:
-                if m is not None:
-                    raise CorruptionError("an object of the log vanished while this writer opened", path=io.prefix)
-                io.clear()  # a writer compacted under this read-only view: start over
-        raise StaleViewError(f"{io.prefix!r}: the writer kept moving while this view opened")
-
-    def _build(self, m: Manifest, fence: int | None) -> None:
-        io = self._io
-        view = View()
-        view.last, view.first = m.last_index, m.last_index + 1
-        view.boundary, view.applied = m.boundary, m.applied
-        if m.hard_state is not None:
-            view.hard = decode_hard_state(m.hard_state, manifest_name(io.prefix, m.mid))
-        if m.checkpoint is not None:
-            view.kv = self._load_checkpoint(m.checkpoint)
-        chunks: dict[str, ChunkRef] = {}
-        runs = io.map(self._chunk_runs, list(m.chunks))
-        for ref, run in zip(m.chunks, runs):
-            run.count = ref.live
-            view.runs.append(run)
-            view.firsts.append(run.first)
-            chunks[run.name] = ref
-        if view.runs:
-            view.first = max(view.runs[0].first, (m.boundary.index + 1) if m.boundary else 0)
-        view.kv_dirty = False
-        if fence is None:
-            listed = io.list_folder("log", slot_name(io.prefix, m.replay_after))
-            seqs = sorted(s for s in (parse_id(i.name, "log", ".slot") for i in listed)
-                          if s is not None and s > m.replay_after)
-            contiguous = [s for k, s in enumerate(seqs) if s == m.replay_after + 1 + k]
-            end = contiguous[-1] + 1 if contiguous else m.replay_after + 1
-        else:
-            end = fence + 1
-        names = [slot_name(io.prefix, s) for s in range(m.replay_after + 1, end)]
-        tail: list[tuple[int, int, str]] = []
-        for seq, name, data in zip(range(m.replay_after + 1, end), names, io.get_many(names)):
-            if data is None:
-                raise _Vanished(name)
-            d = decode_slot(data, name)
-            if d.hdr.seq != seq:
-                raise CorruptionError(f"slot object says slot {d.hdr.seq}", path=name, offset=16)
-            self._apply_decoded(view, d)
-            tail.append((seq, d.hdr.kind, name))
-        self._manifest, self._view, self._chunks, self._tail = m, view, chunks, tail
-        self._next_slot = end
-
-    def _chunk_runs(self, ref: ChunkRef) -> Run:
-        """The run of a chunk object, from one ranged GET of its header and slot table."""
-        from segwal.storage.objectstore.layout import OBJECT_HEADER_SIZE, chunk_name
-        from segwal.storage.objectstore.view import decode_runs
-        from segwal.wal.format import FRAME_HEADER_SIZE, SLOT_SIZE
-
-        io = self._io
-        name = chunk_name(io.prefix, ref.first, ref.uniq)
-        got = io.get_range(name, 0, OBJECT_HEADER_SIZE + FRAME_HEADER_SIZE + SLOT_SIZE * ref.count)
-        if got is None:
-            raise _Vanished(name)
-        data = bytes(got[0])
-        hdr = decode_object_header(data, name)
-        runs = decode_runs(data, hdr, name, limit=len(data))
-        if len(runs) != 1 or runs[0].first != ref.first or runs[0].count != ref.count:
-            raise CorruptionError("chunk does not hold what the manifest says", path=name, offset=hdr.body)
-        return runs[0]
-
-    def _load_checkpoint(self, uniq: int) -> dict[bytes, bytes]:
-        name = checkpoint_name(self._io.prefix, uniq)
-        data = self._io.get(name)
-        if data is None:
-            raise _Vanished(name)
-        hdr = decode_object_header(data, name)
-        if hdr.kind != K_CHECKPOINT:
-            raise CorruptionError(f"object kind {hdr.kind} is not a checkpoint", path=name, offset=6)
-        kv: dict[bytes, bytes] = {}
-        for keys, values, _applied in decode_kv_frames(data, hdr, name):
-            for k, v in zip(keys, values):
-                if v is not None:
-                    kv[k] = bytes(v)
-        return kv
-
-    def _apply_decoded(self, view: View, d: Decoded) -> None:
-        if d.hdr.kind == K_INSTALL:
-            assert d.install is not None
-            applied, uniq = d.install
-            view.install(applied, self._load_checkpoint(uniq), uniq)
-        else:
-            view.apply_slot(d)
-
     def refresh(self) -> None:
         """Move a read-only view forward to the writer's latest state (no-op for a writer).
 
@@ -315,7 +172,7 @@ class ObjectStoreEngine(ContextManagerMixin):
         with self._mutex:
             self._check_open()
             if self.readonly:
-                self._load_view()
+                opening.load_view(self)
 
     # -- guards -----------------------------------------------------------
 
@@ -385,7 +242,7 @@ class ObjectStoreEngine(ContextManagerMixin):
         self._next_slot = seq + 1
         kind = int.from_bytes(data[6:8], "little")
         if apply is None:
-            self._apply_decoded(self._view, decode_slot(data, name))
+            opening.apply_decoded(self, self._view, decode_slot(data, name))
         else:
             apply(data)
         self._tail.append((seq, kind, name))
@@ -657,32 +514,13 @@ class ObjectStoreEngine(ContextManagerMixin):
         Durable on return (file: fsync + rename; object: the store acknowledged it).
         Raises ValueError when no ``last_applied`` was recorded.  O(bytes).
         """
-        from segwal.fs import OsFileSystem
-        from segwal.kv.snapshot import CHUNK_PAIRS, write_snapshot
-
         with self._mutex:
             self._check_open()
             applied = self._view.applied
             items = sorted(self._view.kv.items())
         if applied is None:
             raise ValueError("no last_applied LogId recorded: record one with apply(..., applied=...) first")
-
-        def chunks() -> Iterator[tuple[list[bytes], list[bytes]]]:
-            for i in range(0, len(items), CHUNK_PAIRS):
-                part = items[i : i + CHUNK_PAIRS]
-                yield [k for k, _ in part], [v for _, v in part]
-
-        target = os.fspath(dest)
-        if not has_scheme(target):
-            write_snapshot(OsFileSystem(), os.path.abspath(target), applied, len(items), chunks())
-            return applied
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "snapshot")
-            write_snapshot(OsFileSystem(), path, applied, len(items), chunks())
-            with open(path, "rb") as f:
-                data = f.read()
-        store, key = store_from_url(target)
-        as_seam(store).put(key, data)
+        snapshots.write_to(os.fspath(dest), applied, items)
         return applied
 
     def install_snapshot(self, src: str | os.PathLike[str]) -> LogId:
@@ -693,23 +531,7 @@ class ObjectStoreEngine(ContextManagerMixin):
         uploaded under a unique name and one INSTALL slot naming it is the
         commit point.  Durable on return.  Complexity: O(bytes).
         """
-        from segwal.fs import OsFileSystem
-        from segwal.kv.snapshot import read_snapshot
-
-        source = os.fspath(src)
-        if has_scheme(source):
-            store, key = store_from_url(source)
-            obj = as_seam(store).get(key)
-            if obj is None:
-                raise FileNotFoundError(f"no snapshot object at {source}")
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "snapshot")
-                with open(path, "wb") as f:
-                    f.write(obj.data)
-                applied, _n, chunks = read_snapshot(OsFileSystem(), path)
-        else:
-            applied, _n, chunks = read_snapshot(OsFileSystem(), os.path.abspath(source))
-        kv = {k: v for keys, values in chunks for k, v in zip(keys, values)}
+        applied, kv = snapshots.read_from(os.fspath(src))
         with self._mutex:
             self._check_writable()
             uniq = int.from_bytes(os.urandom(8), "little")
@@ -736,10 +558,3 @@ class ObjectStoreEngine(ContextManagerMixin):
             self._closed = True
             self._io.clear()
 
-
-class _Vanished(Exception):
-    """An object named by the manifest or listing was gone when read (a concurrent compaction)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(name)
