@@ -307,3 +307,33 @@ def test_server_restart_mid_run(seaweedfs: Any) -> None:
     with ObjectStoreEngine(seaweedfs.store(), prefix) as again:
         assert again.get_entries_range(1, 10) == batch(1, 7)
         assert again.load_hard_state() == HardState(1, VotedFor(1, 1)) and again.get(b"k") == b"v"
+
+
+def test_a_compaction_whose_manifest_landed_unacknowledged_is_adopted(store: tuple[Any, str]) -> None:
+    seam = faulty(store)
+    engine = ObjectStoreEngine(seam, store[1], retries=1, retry_delay=0.0, compact_slots=4)
+    tried: set[str] = set()
+
+    def plan(name: str) -> str | None:
+        if "/manifest/" not in name or len(tried) >= 1 and name not in tried:
+            return None
+        action = "fail" if name in tried else "lost"
+        tried.add(name)
+        return action
+
+    engine.persist_entries(batch(1, 1))  # slot 2 (the fence is slot 1)
+    seam.plan = plan
+    for i in range(2, 5):
+        engine.persist_entries(batch(i, i))  # the 4th slot compacts: its manifest lands, unacknowledged
+    assert len(tried) == 1
+    seam.plan = lambda name: None
+    for i in range(5, 10):
+        engine.persist_entries(batch(i, i))  # the next compaction adopts it and collects its garbage
+    engine.insert(b"k", b"v")
+    assert engine.get_entries_range(1, 20) == batch(1, 9)
+    engine.close()
+    with open_engine(store) as again:
+        assert again.get_entries_range(1, 20) == batch(1, 9) and again.get(b"k") == b"v"
+    inner = ObstoreAdapter(store[0])
+    slots = [i.name for i in inner.list(f"{store[1]}/log/")]
+    assert len(slots) <= 6, slots  # fences and the slots after the last manifest only

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from segwal.engine.hardstate import encode_hard_state
 from segwal.errors import CorruptionError, StorageIOError
+from segwal.storage.objectstore.io import write_id_of
 from segwal.storage.objectstore.layout import (
     K_CHUNK,
     K_ENTRIES,
@@ -33,6 +34,7 @@ from segwal.storage.objectstore.layout import (
     Manifest,
     checkpoint_name,
     chunk_name,
+    decode_manifest,
     decode_object_header,
     encode_manifest,
     manifest_name,
@@ -112,6 +114,8 @@ def compact(eng: ObjectStoreEngine) -> None:
     failing before the manifest is published (then nothing changed).
     Complexity: O(bytes folded + key/value bytes when they changed).
     """
+    if eng._manifest_doubt is not None:
+        _settle_manifest(eng)
     io, view, m = eng._io, eng._view, eng._manifest
     if not eng._tail and not purge_frees_objects(eng):
         return
@@ -146,7 +150,11 @@ def compact(eng: ObjectStoreEngine) -> None:
         checkpoint=ckpt, checkpoint_size=ckpt_size, chunks=tuple(ref for ref, _run in pairs),
     )
     name = manifest_name(io.prefix, nm.mid)
-    other = io.create(name, encode_manifest(nm), wid.hex())
+    try:
+        other = io.create(name, encode_manifest(nm), wid.hex())
+    except StorageIOError:
+        eng._manifest_doubt = (nm.mid, wid.hex())  # it may have landed: settled by the next compaction
+        raise
     if other is not None:
         eng._check_not_newer(name, other)
         raise CorruptionError(f"manifest {nm.mid} is taken by a writer not newer than epoch {eng._epoch}", path=name)
@@ -164,13 +172,42 @@ def compact(eng: ObjectStoreEngine) -> None:
     for u in {m.checkpoint, *installed} - {ckpt, None}:
         assert u is not None
         dead.append(checkpoint_name(io.prefix, u))
+    _collect(eng, dead, nm.mid)
+
+
+def _collect(eng: ObjectStoreEngine, dead: list[str], current: int) -> None:
+    """Delete ``dead`` objects and retire manifests below ``current``; failures only log."""
+    io = eng._io
     io.forget(dead)
     try:
         if dead:
             io.retry(lambda: io.seam.delete(dead))
-        _retire_manifests(eng, nm.mid)
+        _retire_manifests(eng, current)
     except StorageIOError as e:
         log.warning("garbage collection of %r failed (garbage stays, state is safe): %s", io.prefix, e)
+
+
+def _settle_manifest(eng: ObjectStoreEngine) -> None:
+    """A compaction's manifest create failed: if it landed after all, adopt it (re-read
+    the state from the store, which it describes) and collect the garbage it made."""
+    from segwal.storage.objectstore import opening
+
+    assert eng._manifest_doubt is not None
+    mid, wid = eng._manifest_doubt
+    io = eng._io
+    name = manifest_name(io.prefix, mid)
+    obj = io.retry(lambda: io.seam.get(name))
+    eng._manifest_doubt = None
+    if obj is None or write_id_of(obj, name) != wid:
+        return  # it did not land (someone else's object there is found by the next create)
+    landed = decode_manifest(obj.data, name)
+    old_m, old_chunks, old_tail = eng._manifest, eng._chunks, eng._tail
+    opening.build(eng, landed, eng._next_slot - 1)
+    dead = [n for seq, kind, n in old_tail if kind != K_FENCE and seq <= landed.replay_after]
+    dead += [n for n in old_chunks if n not in eng._chunks]
+    if old_m.checkpoint is not None and old_m.checkpoint != landed.checkpoint:
+        dead.append(checkpoint_name(io.prefix, old_m.checkpoint))
+    _collect(eng, dead, landed.mid)
 
 
 def _retire_manifests(eng: ObjectStoreEngine, current: int) -> None:

@@ -140,6 +140,8 @@ class ObjectStoreEngine(ContextManagerMixin):
         self._fenced: FencedError | None = None
         #: records of failed calls that may have landed at slot ``_doubt[0]``, by write id
         self._doubt: tuple[int, dict[str, bytes]] | None = None
+        #: ``(id, write id)`` of a manifest whose create failed but may have landed
+        self._manifest_doubt: tuple[int, str] | None = None
         self._epoch = 0
         self._manifest = Manifest()
         self._view = View()
