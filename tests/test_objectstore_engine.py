@@ -277,3 +277,12 @@ def test_the_seam_adapter_on_localstore(tmp_path: Path) -> None:
     assert [i.name for i in seam.list("a/")] == ["a/x"]
     seam.delete(["a/x", "a/none"])
     assert seam.list("a/") == []
+
+
+def test_bench_cloud_quick_smoke(seaweedfs: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from segwal.bench.runner import main
+
+    assert main(["--cloud", "--quick", "--endpoint", seaweedfs.endpoint, "--bucket", seaweedfs.bucket,
+                 "--entries", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert "durable append B=1024" in out and "reopen_after_compaction_s" in out

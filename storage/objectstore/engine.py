@@ -29,7 +29,7 @@ from typing import Any, Final
 from segwal.engine.hardstate import encode_hard_state
 from segwal.errors import CorruptionError, EngineClosedError, FencedError, StaleViewError, StorageIOError
 from segwal.storage.objectstore import compaction, opening, snapshots
-from segwal.storage.objectstore.io import Store, write_id_of
+from segwal.storage.objectstore.io import EntryCache, Store, write_id_of
 from segwal.storage.objectstore.layout import (
     K_ENTRIES,
     K_HARDSTATE,
@@ -146,6 +146,7 @@ class ObjectStoreEngine(ContextManagerMixin):
         self._manifest = Manifest()
         self._view = View()
         self._chunks: dict[str, ChunkRef] = {}
+        self._hot = EntryCache(cache_bytes // 4)
         self._tail: list[tuple[int, int, str]] = []
         self._next_slot = 1
         opening.open_engine(self)
@@ -174,6 +175,7 @@ class ObjectStoreEngine(ContextManagerMixin):
         with self._mutex:
             self._check_open()
             if self.readonly:
+                self._hot.clear()
                 opening.load_view(self)
 
     # -- guards -----------------------------------------------------------
@@ -244,6 +246,7 @@ class ObjectStoreEngine(ContextManagerMixin):
         self._next_slot = seq + 1
         kind = int.from_bytes(data[6:8], "little")
         if apply is None:
+            self._hot.clear()
             opening.apply_decoded(self, self._view, decode_slot(data, name))
         else:
             apply(data)
@@ -251,6 +254,11 @@ class ObjectStoreEngine(ContextManagerMixin):
         self._io.remember(name, data)
         if len(self._tail) >= self.compact_slots:
             self._auto_compact()
+
+    def _rewrite(self, change: Callable[..., None], *args: Any) -> None:
+        """Apply a change that can alter the entry at an existing index: forget cached entries first."""
+        self._hot.clear()
+        change(*args)
 
     def _auto_compact(self) -> None:
         try:
@@ -286,7 +294,10 @@ class ObjectStoreEngine(ContextManagerMixin):
 
                 def apply(data: bytes) -> None:
                     name = slot_name(self._io.prefix, self._next_slot - 1)
-                    self._view.add_run(decode_slot(data, name).runs[0])
+                    if first <= view.last:
+                        self._hot.clear()  # an overwrite: entries change
+                    view.add_run(decode_slot(data, name).runs[0])
+                    self._hot.add(batch)
 
                 return encode, apply
 
@@ -302,7 +313,7 @@ class ObjectStoreEngine(ContextManagerMixin):
                 if not truncate_needed(from_index, last_index=view.last, boundary=view.boundary):
                     return None
                 return (lambda seq, wid: encode_truncate(self._epoch, seq, wid, from_index),
-                        lambda data: view.truncate(from_index))
+                        lambda data: self._rewrite(view.truncate, from_index))
 
             self._write(prepare)
 
@@ -319,7 +330,7 @@ class ObjectStoreEngine(ContextManagerMixin):
                     return None
                 aux = encode_logid(cutoff)
                 return (lambda seq, wid: encode_object(K_PURGE, self._epoch, seq, wid, aux)[0],
-                        lambda data: view.purge(cutoff))
+                        lambda data: self._rewrite(view.purge, cutoff))
 
             self._write(prepare)
             if self._fenced is None and compaction.purge_frees_objects(self):
@@ -339,7 +350,7 @@ class ObjectStoreEngine(ContextManagerMixin):
             self._check_writable()
             view = self._view
             self._write(lambda: (lambda seq, wid: encode_object(K_RESET, self._epoch, seq, wid)[0],
-                                 lambda data: view.reset()))
+                                 lambda data: self._rewrite(view.reset)))
             self._auto_compact()
 
     def compact(self) -> None:
@@ -367,7 +378,11 @@ class ObjectStoreEngine(ContextManagerMixin):
         a read-only view the writer moved past, StaleViewError.
         """
         with self._mutex:
-            self._check_open()
+            if self._closed or self._fenced is not None:
+                self._check_open()
+            hot = self._hot.map.get(index)
+            if hot is not None:
+                return hot
             check_int("index", index)
             hit = self._view.locate(index)
             if hit is None:
@@ -377,7 +392,9 @@ class ObjectStoreEngine(ContextManagerMixin):
             got = self._io.get_range(run.name, a, a + run.plen[k])
             if got is None:
                 raise self._missing(run.name)
-            return self._view.entries_of(run, index, index, got[0], got[1])[0]
+            e = self._view.entries_of(run, index, index, got[0], got[1])
+            self._hot.add(e)
+            return e[0]
 
     def get_entries_range(self, start: int, end: int, /) -> list[Entry]:
         """Entries ``start..end`` in the log, ascending: at most one request per object.  O(returned)."""
@@ -388,6 +405,12 @@ class ObjectStoreEngine(ContextManagerMixin):
             if clipped is None:
                 return []
             lo, hi = clipped
+            hot = self._hot.map
+            if lo in hot and hi in hot:
+                try:
+                    return [hot[j] for j in range(lo, hi + 1)]
+                except KeyError:
+                    pass
             out: list[Entry] = []
             i = lo
             while i <= hi:
@@ -402,6 +425,7 @@ class ObjectStoreEngine(ContextManagerMixin):
                     raise self._missing(run.name)
                 out.extend(view.entries_of(run, i, j, got[0], got[1]))
                 i = j + 1
+            self._hot.add(out)
             return out
 
     def last_index(self) -> int:
@@ -544,7 +568,7 @@ class ObjectStoreEngine(ContextManagerMixin):
             aux = encode_install(applied, uniq)
             view = self._view
             self._write(lambda: (lambda seq, wid: encode_object(K_INSTALL, self._epoch, seq, wid, aux)[0],
-                                 lambda data: view.install(applied, kv, uniq)))
+                                 lambda data: self._rewrite(view.install, applied, kv, uniq)))
             self._auto_compact()
         return applied
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -27,8 +27,9 @@ from segwal.storage.objectstore.layout import (
     parse_id,
 )
 from segwal.storage.objectstore.seam import ObjectExistsError, ObjectInfo, ObjectStoreSeam, StoredObject
+from segwal.types import Entry
 
-__all__ = ["Store", "write_id_of"]
+__all__ = ["Store", "EntryCache", "write_id_of"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -221,3 +222,42 @@ class Store:
         """Empty the cache.  O(1)."""
         self._cache.clear()
         self._cached = 0
+
+
+class EntryCache:
+    """Recently written or read entries by index, bounded by ``limit`` bytes (payload + 64 each).
+
+    The warm path of ``entry(i)`` is one dict lookup.  The engine clears it
+    whenever an entry at an index could change (truncate, overwrite, purge,
+    reset, install, refresh); compaction moves entries but never changes one.
+    Oldest entries are evicted first.
+    """
+
+    __slots__ = ("map", "size", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.map: dict[int, Entry] = {}
+        self.size = 0
+        self.limit = limit
+
+    def add(self, entries: Iterable[Entry]) -> None:
+        """Remember ``entries`` (already verified).  O(len(entries)) amortised."""
+        if self.limit <= 0:
+            return
+        m = self.map
+        size = self.size
+        for e in entries:
+            old = m.pop(e.index, None)
+            if old is not None:
+                size -= len(old.payload) + 64
+            m[e.index] = e
+            size += len(e.payload) + 64
+        while size > self.limit and m:
+            old = m.pop(next(iter(m)))
+            size -= len(old.payload) + 64
+        self.size = size
+
+    def clear(self) -> None:
+        """Forget everything.  O(1)."""
+        self.map = {}
+        self.size = 0
