@@ -70,7 +70,7 @@ class SeaweedServer:
 
         from obstore.store import S3Store
 
-        opts = {"allow_http": True, "timeout": "5s", "connect_timeout": "2s", **client}
+        opts: Any = {"allow_http": True, "timeout": "5s", "connect_timeout": "2s", **client}
         return S3Store(
             self.bucket, prefix=prefix or None, endpoint=self.endpoint, region="us-east-1",
             access_key_id="segwal", secret_access_key="segwal", client_options=opts,
