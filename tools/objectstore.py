@@ -17,6 +17,7 @@ from typing import Any, Literal
 from segwal.errors import CorruptionError
 from segwal.storage.objectstore import ObjectStoreEngine
 from segwal.storage.objectstore.layout import K_CHUNK, decode_object_header, parse_id
+from segwal.storage.objectstore.urls import store_from_url
 from segwal.storage.objectstore.view import decode_runs
 
 __all__ = ["inspect_prefix", "verify_prefix", "dump_prefix_lines"]
@@ -25,7 +26,8 @@ _CHUNK = 4096
 
 
 def _open(url: str, options: Mapping[str, object]) -> ObjectStoreEngine:
-    return ObjectStoreEngine.from_url(url, readonly=True, **options)
+    store, prefix = store_from_url(url, **options)
+    return ObjectStoreEngine(store, prefix, readonly=True)
 
 
 def _asdict(value: Any) -> Any:
