@@ -36,6 +36,7 @@ from segwal.storage.objectstore.layout import (
     K_INSTALL,
     K_PURGE,
     K_RESET,
+    MANIFEST_MAGIC,
     ChunkRef,
     Manifest,
     checkpoint_name,
@@ -197,7 +198,7 @@ class ObjectStoreEngine(ContextManagerMixin):
         theirs = 0
         try:
             data = other.data
-            theirs = decode_manifest(data, name).epoch if data[:4] == b"SWMF" else decode_object_header(data, name).epoch
+            theirs = decode_manifest(data, name).epoch if data[:4] == MANIFEST_MAGIC else decode_object_header(data, name).epoch
         except CorruptionError:
             pass
         newer = max(theirs, self._io.latest_manifest().epoch)
@@ -380,10 +381,11 @@ class ObjectStoreEngine(ContextManagerMixin):
         with self._mutex:
             if self._closed or self._fenced is not None:
                 self._check_open()
+            if type(index) is not int:
+                check_int("index", index)  # raises TypeError naming it (bool included)
             hot = self._hot.map.get(index)
             if hot is not None:
                 return hot
-            check_int("index", index)
             hit = self._view.locate(index)
             if hit is None:
                 return None

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from segwal.errors import CorruptionError, StorageIOError
 from segwal.storage.objectstore.layout import (
+    MANIFEST_MAGIC,
     Manifest,
     decode_manifest,
     decode_object_header,
@@ -40,7 +41,7 @@ def write_id_of(obj: StoredObject, name: str) -> str | None:
     if obj.write_id:
         return obj.write_id
     data = obj.data
-    if data[:4] == b"SWMF" and len(data) >= 40:
+    if data[:4] == MANIFEST_MAGIC and len(data) >= 40:
         return data[24:40].hex()
     if data[:4] == b"SWOB":
         try:

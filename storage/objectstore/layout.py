@@ -40,6 +40,7 @@ from segwal.wal.format import align8, crc32c
 __all__ = [
     "OBJECT_VERSION",
     "MANIFEST_VERSION",
+    "MANIFEST_MAGIC",
     "OBJECT_HEADER_SIZE",
     "K_FENCE",
     "K_ENTRIES",
@@ -73,7 +74,7 @@ __all__ = [
 OBJECT_VERSION: Final = 1
 MANIFEST_VERSION: Final = 1
 _OBJ_MAGIC: Final = b"SWOB"
-_MAN_MAGIC: Final = b"SWMF"
+MANIFEST_MAGIC: Final = b"SWOM"
 
 K_FENCE: Final = 1
 K_ENTRIES: Final = 2
@@ -268,7 +269,7 @@ def encode_manifest(m: Manifest) -> bytes:
     )
     b, a = m.boundary or LogId(0, 0), m.applied or LogId(0, 0)
     head = _MAN.pack(
-        _MAN_MAGIC, MANIFEST_VERSION, flags, m.mid, m.epoch, m.write_id, m.replay_after, m.last_index,
+        MANIFEST_MAGIC, MANIFEST_VERSION, flags, m.mid, m.epoch, m.write_id, m.replay_after, m.last_index,
         b.term, b.index, a.term, a.index, m.checkpoint or 0, m.checkpoint_size, len(m.chunks), 0,
         m.hard_state or bytes(44),
     )
@@ -290,7 +291,7 @@ def decode_manifest(data: bytes, name: str) -> Manifest:
     fields = _MAN.unpack_from(data, 0)
     magic, version, flags, mid, epoch, wid, replay_after, last = fields[:8]
     bterm, bindex, aterm, aindex, ckpt, ckpt_size, nchunks, _r, hard = fields[8:]
-    if magic != _MAN_MAGIC:
+    if magic != MANIFEST_MAGIC:
         raise CorruptionError(f"bad manifest magic {magic!r}", path=name, offset=0)
     if crc32c(data[:-4]) != int.from_bytes(data[-4:], "little"):
         raise CorruptionError("manifest checksum mismatch", path=name, offset=len(data) - 4)
