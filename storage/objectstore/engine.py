@@ -11,11 +11,9 @@ the slots into chunk objects and a key/value checkpoint named by a new
 manifest.  ``docs/format-objectstore.md`` has the format, every commit point
 and the fencing argument.
 
-Reads come from an index built at open (manifest + the slots after it + each
-chunk's slot table, one ranged GET per chunk) and a bounded cache of recent
-objects: a cold ``entry(i)`` is one ranged GET.  Hard state and key/value
-data live in memory, loaded at open.  Thread safety: calls are serialised by
-a lock.
+Reads come from an index built at open (manifest, slots after it, each chunk's
+slot table) and bounded caches: a cold ``entry(i)`` is one ranged GET.  Hard
+state and key/value data live in memory.  Calls are serialised by a lock.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any
 
 from segwal.engine.hardstate import encode_hard_state
 from segwal.errors import CorruptionError, EngineClosedError, FencedError, StaleViewError, StorageIOError
@@ -39,7 +37,6 @@ from segwal.storage.objectstore.layout import (
     MANIFEST_MAGIC,
     ChunkRef,
     Manifest,
-    checkpoint_name,
     decode_manifest,
     decode_object_header,
     encode_install,
@@ -52,7 +49,6 @@ from segwal.storage.objectstore.urls import store_from_url
 from segwal.storage.objectstore.view import (
     View,
     decode_slot,
-    encode_checkpoint,
     encode_entries,
     encode_kv,
     encode_truncate,
@@ -75,9 +71,6 @@ __all__ = ["ObjectStoreEngine"]
 
 log = logging.getLogger("segwal.objectstore")
 
-_OPEN_ATTEMPTS: Final = 20
-
-
 def _wid() -> bytes:
     return os.urandom(16)
 
@@ -97,7 +90,11 @@ class ObjectStoreEngine(ContextManagerMixin):
         compact_slots: compact when this many slots follow the manifest.
         chunk_bytes: target size of a compacted chunk object (the knob for
             request count versus rewrite cost; see the format doc).
-        cache_bytes: bound of the cache of recent objects.
+        cache_bytes: bound of the cache of recent objects (a quarter of it
+            again for decoded entries).
+        background: compact in a background thread (writers go on meanwhile;
+            the lock is held only to plan and to publish) instead of inside
+            the call that crosses ``compact_slots``.
 
     Raises at open: FencedError (a newer writer took over while this one
     opened), CorruptionError (damage, naming the object), StorageIOError.
@@ -117,11 +114,13 @@ class ObjectStoreEngine(ContextManagerMixin):
         compact_slots: int = 256,
         chunk_bytes: int = 8 << 20,
         cache_bytes: int = 64 << 20,
+        background: bool = False,
     ) -> None:
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
-        if type(readonly) is not bool:
-            raise TypeError(f"readonly must be a bool, got {type(readonly).__name__}")
+        for flag, given in (("readonly", readonly), ("background", background)):
+            if type(given) is not bool:
+                raise TypeError(f"{flag} must be a bool, got {type(given).__name__}")
         for name, value, low in (("retries", retries, 0), ("compact_slots", compact_slots, 2),
                                  ("chunk_bytes", chunk_bytes, 4096), ("cache_bytes", cache_bytes, 0)):
             if check_int(name, value) < low:
@@ -138,6 +137,8 @@ class ObjectStoreEngine(ContextManagerMixin):
         self.compact_slots = compact_slots
         self.chunk_bytes = chunk_bytes
         self._mutex = threading.RLock()
+        self.background = background and not readonly
+        self._bg = compaction.Background(self) if self.background else None
         self._fenced: FencedError | None = None
         #: records of failed calls that may have landed at slot ``_doubt[0]``, by write id
         self._doubt: tuple[int, dict[str, bytes]] | None = None
@@ -165,8 +166,6 @@ class ObjectStoreEngine(ContextManagerMixin):
         """
         store, prefix = store_from_url(url, **store_options)
         return cls(store, prefix, readonly=readonly, **(engine_options or {}))
-
-    # -- opening ----------------------------------------------------------
 
     def refresh(self) -> None:
         """Move a read-only view forward to the writer's latest state (no-op for a writer).
@@ -262,6 +261,10 @@ class ObjectStoreEngine(ContextManagerMixin):
         change(*args)
 
     def _auto_compact(self) -> None:
+        """Compact now (the caller holds the lock), or wake the background compactor."""
+        if self._bg is not None:
+            self._bg.poke()
+            return
         try:
             compaction.compact(self)
         except StorageIOError as e:  # the acknowledged write stands; compaction runs again later
@@ -360,6 +363,11 @@ class ObjectStoreEngine(ContextManagerMixin):
 
         Durable on return.  Complexity: O(bytes of the folded slots + key/value data).
         """
+        if self._bg is not None:
+            with self._mutex:
+                self._check_writable()
+            self._bg.run_once()
+            return
         with self._mutex:
             self._check_writable()
             compaction.compact(self)
@@ -562,11 +570,7 @@ class ObjectStoreEngine(ContextManagerMixin):
         applied, kv = snapshots.read_from(os.fspath(src))
         with self._mutex:
             self._check_writable()
-            uniq = int.from_bytes(os.urandom(8), "little")
-            wid = _wid()
-            name = checkpoint_name(self._io.prefix, uniq)
-            if self._io.create(name, encode_checkpoint(self._epoch, wid, kv, applied), wid.hex()) is not None:
-                raise CorruptionError("a fresh checkpoint name is taken", path=name)
+            uniq = snapshots.upload_checkpoint(self._io, self._epoch, kv, applied)
             aux = encode_install(applied, uniq)
             view = self._view
             self._write(lambda: (lambda seq, wid: encode_object(K_INSTALL, self._epoch, seq, wid, aux)[0],
@@ -581,7 +585,10 @@ class ObjectStoreEngine(ContextManagerMixin):
         return True
 
     def close(self) -> None:
-        """Release the engine (nothing to flush).  Idempotent; later calls raise EngineClosedError."""
+        """Release the engine (nothing to flush; a running background compaction is
+        finished or abandoned first).  Idempotent; later calls raise EngineClosedError."""
+        if self._bg is not None:
+            self._bg.stop()  # lets a running compaction finish, then marks the engine closed
         with self._mutex:
             self._closed = True
             self._io.clear()

@@ -12,6 +12,7 @@ reads for open.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -70,6 +71,7 @@ class Store:
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cached = 0
+        self._lock = threading.Lock()  # the cache is shared with a background compaction
 
     # -- retries ------------------------------------------------------------
 
@@ -154,9 +156,8 @@ class Store:
 
     def get(self, name: str) -> bytes | None:
         """The whole object (cached when small enough), or ``None`` if absent.  Retried GET."""
-        data = self._cache.get(name)
+        data = self._cached_copy(name)
         if data is not None:
-            self._cache.move_to_end(name)
             return data
         obj = self.retry(lambda: self.seam.get(name))
         if obj is None:
@@ -170,9 +171,8 @@ class Store:
         From the cache when the object is there (then ``base`` is 0), else one
         ranged GET.  ``None`` if the object is absent.
         """
-        data = self._cache.get(name)
+        data = self._cached_copy(name)
         if data is not None:
-            self._cache.move_to_end(name)
             return data, 0
         if start >= end:
             return b"", start
@@ -183,7 +183,7 @@ class Store:
         """Whole objects, fetched in parallel (open's replay), then cached.  O(len(names)) requests."""
 
         def fetch(name: str) -> bytes | None:
-            cached = self._cache.get(name)
+            cached = self._cached_copy(name)
             if cached is not None:
                 return cached
             obj = self.retry(lambda: self.seam.get(name))
@@ -204,25 +204,38 @@ class Store:
 
     def remember(self, name: str, data: bytes) -> None:
         """Put an object's bytes in the cache (if it fits), evicting the least recent.  O(1) amortised."""
-        if len(data) > self.cache_bytes // 4 or name in self._cache:
+        if len(data) > self.cache_bytes // 4:
             return
-        self._cache[name] = data
-        self._cached += len(data)
-        while self._cached > self.cache_bytes:
-            _n, old = self._cache.popitem(last=False)
-            self._cached -= len(old)
+        with self._lock:
+            if name in self._cache:
+                return
+            self._cache[name] = data
+            self._cached += len(data)
+            while self._cached > self.cache_bytes:
+                _n, old = self._cache.popitem(last=False)
+                self._cached -= len(old)
+
+    def _cached_copy(self, name: str) -> bytes | None:
+        """The cached bytes of ``name`` (marked recent), or ``None``.  O(1)."""
+        with self._lock:
+            data = self._cache.get(name)
+            if data is not None:
+                self._cache.move_to_end(name)
+            return data
 
     def forget(self, names: Sequence[str]) -> None:
         """Drop objects from the cache (deleted ones).  O(len(names))."""
-        for n in names:
-            old = self._cache.pop(n, None)
-            if old is not None:
-                self._cached -= len(old)
+        with self._lock:
+            for n in names:
+                old = self._cache.pop(n, None)
+                if old is not None:
+                    self._cached -= len(old)
 
     def clear(self) -> None:
         """Empty the cache.  O(1)."""
-        self._cache.clear()
-        self._cached = 0
+        with self._lock:
+            self._cache.clear()
+            self._cached = 0
 
 
 class EntryCache:

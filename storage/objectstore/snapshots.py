@@ -11,13 +11,17 @@ from __future__ import annotations
 import os
 import tempfile
 
+from segwal.errors import CorruptionError
 from segwal.fs import OsFileSystem
 from segwal.kv.snapshot import CHUNK_PAIRS, read_snapshot, write_snapshot
+from segwal.storage.objectstore.io import Store
+from segwal.storage.objectstore.layout import checkpoint_name
 from segwal.storage.objectstore.seam import as_seam
 from segwal.storage.objectstore.urls import has_scheme, store_from_url
+from segwal.storage.objectstore.view import encode_checkpoint
 from segwal.types import LogId
 
-__all__ = ["write_to", "read_from"]
+__all__ = ["write_to", "read_from", "upload_checkpoint"]
 
 
 def _chunks(items: list[tuple[bytes, bytes]]) -> list[tuple[list[bytes], list[bytes]]]:
@@ -62,3 +66,17 @@ def read_from(src: str) -> tuple[LogId, dict[bytes, bytes]]:
                 f.write(obj.data)
             applied, _n, chunks = read_snapshot(OsFileSystem(), path)
     return applied, {k: v for keys, values in chunks for k, v in zip(keys, values)}
+
+
+def upload_checkpoint(io: Store, epoch: int, kv: dict[bytes, bytes], applied: LogId) -> int:
+    """Write ``kv`` at ``applied`` as a checkpoint object under a fresh unique name; return its ``u``.
+
+    Durable on return (acknowledged); not yet part of the state: an INSTALL
+    slot naming it is the commit point.  O(bytes).
+    """
+    uniq = int.from_bytes(os.urandom(8), "little")
+    wid = os.urandom(16)
+    name = checkpoint_name(io.prefix, uniq)
+    if io.create(name, encode_checkpoint(epoch, wid, kv, applied), wid.hex()) is not None:
+        raise CorruptionError("a fresh checkpoint name is taken", path=name)
+    return uniq
