@@ -197,7 +197,15 @@ def test_a_lost_reply_at_open_does_not_fence_the_opener(store: tuple[Any, str]) 
     with open_engine(store) as first:
         first.persist_entries(batch(1, 2))
     seam = faulty(store)
-    seam.plan = lambda name: "lost" if len(seam.puts) <= 2 else None  # the claim and the fence
+    seen: set[str] = set()
+
+    def lose_claim_and_fence(name: str) -> str | None:
+        if ("/manifest/" in name or "/log/" in name) and name not in seen:
+            seen.add(name)
+            return "lost"
+        return None
+
+    seam.plan = lose_claim_and_fence
     with ObjectStoreEngine(seam, store[1], retries=2, retry_delay=0.0) as engine:
         engine.persist_entries(batch(3, 3))
         assert engine.get_entries_range(1, 5) == batch(1, 3)
@@ -337,3 +345,17 @@ def test_a_compaction_whose_manifest_landed_unacknowledged_is_adopted(store: tup
     inner = ObstoreAdapter(store[0])
     slots = [i.name for i in inner.list(f"{store[1]}/log/")]
     assert len(slots) <= 6, slots  # fences and the slots after the last manifest only
+
+
+class IgnoresConditions(FaultySeam):
+    """A store that overwrites even when asked to create only if absent."""
+
+    def put(self, name: str, data: bytes, *, create: bool = False, write_id: str | None = None) -> None:
+        self.inner.put(name, data, create=False, write_id=write_id)
+
+
+def test_a_store_without_create_if_absent_is_refused_at_open() -> None:
+    store = obstore_store.MemoryStore()
+    with pytest.raises(StorageIOError, match="create-if-absent"):
+        ObjectStoreEngine(IgnoresConditions(ObstoreAdapter(store)), "n")
+    assert [m["path"] for c in __import__("obstore").list(store, "n/") for m in c] == []

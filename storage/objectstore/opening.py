@@ -17,6 +17,7 @@ when a concurrent compaction deletes an object it was reading, it starts over.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from typing import TYPE_CHECKING, Final
@@ -39,6 +40,7 @@ from segwal.storage.objectstore.layout import (
     parse_id,
     slot_name,
 )
+from segwal.storage.objectstore.seam import ObjectExistsError
 from segwal.storage.objectstore.view import Decoded, Run, View, decode_kv_frames, decode_runs, decode_slot
 from segwal.wal.format import FRAME_HEADER_SIZE, SLOT_SIZE
 
@@ -60,6 +62,7 @@ def open_engine(eng: ObjectStoreEngine) -> None:
         load_view(eng)
         return
     io = eng._io
+    probe_create_if_absent(eng)
     for _ in range(_OPEN_ATTEMPTS):
         m = io.latest_manifest()
         wid = _wid()
@@ -78,6 +81,39 @@ def open_engine(eng: ObjectStoreEngine) -> None:
     if latest.epoch != eng._epoch:
         raise FencedError(f"{io.prefix!r}: epoch {latest.epoch} took over while epoch {eng._epoch} opened")
     load_view(eng, claim, fence)
+
+
+def probe_create_if_absent(eng: ObjectStoreEngine) -> None:
+    """Check that the store refuses a second create of one name (``If-None-Match: *``).
+
+    Some S3-compatible stores ignore the condition and overwrite: fencing
+    would then be silently void, so such a store is refused at open.  Three
+    requests on a probe object under ``<prefix>probe/`` (deleted afterwards).
+
+    Raises:
+        StorageIOError: (``EOPNOTSUPP``) the store overwrote the probe.
+    """
+    io = eng._io
+    name = f"{io.prefix}probe/{os.urandom(8).hex()}"
+    if io.create(name, b"1", os.urandom(16).hex()) is not None:
+        raise CorruptionError("a fresh probe name is taken", path=name)
+    try:
+        io.seam.put(name, b"2", create=True)
+    except ObjectExistsError:
+        pass
+    except StorageIOError:
+        pass  # inconclusive (a failed request): the next open probes again
+    else:
+        raise StorageIOError(
+            errno.EOPNOTSUPP,
+            "the object store does not enforce create-if-absent (If-None-Match: *): writers cannot be fenced",
+            name,
+        )
+    finally:
+        try:
+            io.seam.delete([name])
+        except StorageIOError:
+            pass  # a stray probe object is harmless
 
 
 def place_fence(eng: ObjectStoreEngine, m: Manifest) -> int:
