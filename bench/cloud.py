@@ -84,6 +84,7 @@ def _rate(n: int, seconds: float) -> float:
 
 
 def bench_segwal_append(store: Any, b: int, calls: int, rng: random.Random) -> dict[str, float]:
+    """Durable appends of ``calls`` batches of ``b`` entries on a fresh prefix; rate, requests and bytes."""
     seam = CountingSeam(ObstoreAdapter(store))
     with ObjectStoreEngine(seam, f"bench/{uuid.uuid4().hex[:10]}") as e:
         seam.requests = seam.sent = 0
@@ -97,6 +98,7 @@ def bench_segwal_append(store: Any, b: int, calls: int, rng: random.Random) -> d
 
 
 def bench_wal_append(path: str, b: int, calls: int, rng: random.Random) -> dict[str, float]:
+    """The same appends on a local ``WalEngine`` (sync="always")."""
     from segwal.engine import WalEngine
 
     with WalEngine(os.path.join(path, uuid.uuid4().hex[:10])) as e:
@@ -109,6 +111,7 @@ def bench_wal_append(path: str, b: int, calls: int, rng: random.Random) -> dict[
 
 
 def bench_slatedb_append(server: Any, b: int, calls: int, rng: random.Random) -> dict[str, float] | None:
+    """One SlateDB ``WriteBatch`` of ``b`` puts per call, each awaited as durable; ``None`` without slatedb."""
     try:
         import slatedb.uniffi as sdb
     except ImportError:
@@ -146,6 +149,7 @@ def _median_us(fn: Callable[[], object], n: int) -> float:
 
 
 def bench_reads(store: Any, path: str, n_entries: int, rng: random.Random) -> dict[str, float]:
+    """Reopen before/after compaction, compaction, cold/warm entry(i), a range, a purge; WalEngine's warm entry."""
     from segwal.engine import WalEngine
 
     prefix = f"bench/{uuid.uuid4().hex[:10]}"

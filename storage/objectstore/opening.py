@@ -148,6 +148,12 @@ def load_view(eng: ObjectStoreEngine, m: Manifest | None = None, fence: int | No
 
 
 def build(eng: ObjectStoreEngine, m: Manifest, fence: int | None) -> None:
+    """Set ``eng``'s view to manifest ``m`` plus the slots after it: up to ``fence``
+    (a writer: all must exist) or the contiguous ones listed (a read-only view).
+
+    Raises Vanished when a named object is gone, CorruptionError for damage.
+    O(chunks + slots) requests, in parallel.
+    """
     io = eng._io
     view = View()
     view.last, view.first = m.last_index, m.last_index + 1
@@ -204,6 +210,7 @@ def chunk_run(eng: ObjectStoreEngine, ref: ChunkRef) -> Run:
 
 
 def load_checkpoint(eng: ObjectStoreEngine, uniq: int) -> dict[bytes, bytes]:
+    """The key/value data of checkpoint ``uniq`` (one GET, checked).  O(bytes)."""
     name = checkpoint_name(eng._io.prefix, uniq)
     data = eng._io.get(name)
     if data is None:
@@ -220,6 +227,7 @@ def load_checkpoint(eng: ObjectStoreEngine, uniq: int) -> dict[bytes, bytes]:
 
 
 def apply_decoded(eng: ObjectStoreEngine, view: View, d: Decoded) -> None:
+    """Replay one decoded slot on ``view`` (an INSTALL loads its checkpoint).  O(record)."""
     if d.hdr.kind == K_INSTALL:
         assert d.install is not None
         applied, uniq = d.install
