@@ -359,3 +359,28 @@ def test_a_store_without_create_if_absent_is_refused_at_open() -> None:
     with pytest.raises(StorageIOError, match="create-if-absent"):
         ObjectStoreEngine(IgnoresConditions(ObstoreAdapter(store)), "n")
     assert [m["path"] for c in __import__("obstore").list(store, "n/") for m in c] == []
+
+
+def test_an_old_write_landing_between_claim_and_fence_is_kept(store: tuple[Any, str]) -> None:
+    """The old writer's PUT lands after the new owner claimed the epoch but before its fence:
+    the fence steps over it, the new owner replays it; the old writer's next write is fenced."""
+    old = open_engine(store)
+    old.persist_entries(batch(1, 2))
+    seam = faulty(store)
+    raced: list[str] = []
+
+    def race_the_fence(name: str) -> str | None:
+        if "/log/" in name and not raced:
+            raced.append(name)
+            old.persist_entries(batch(3, 4))  # lands in the slot the fence was about to take
+        return None
+
+    seam.plan = race_the_fence
+    new = ObjectStoreEngine(seam, store[1], retries=1, retry_delay=0.0)
+    assert raced and new.get_entries_range(1, 10) == batch(1, 4)
+    with pytest.raises(FencedError):
+        old.persist_entries(batch(5, 5))
+    new.close()
+    old.close()
+    with open_engine(store) as again:
+        assert again.get_entries_range(1, 10) == batch(1, 4)
