@@ -286,3 +286,48 @@ def test_bench_cloud_quick_smoke(seaweedfs: Any, capsys: pytest.CaptureFixture[s
                  "--entries", "2000"]) == 0
     out = capsys.readouterr().out
     assert "durable append B=1024" in out and "reopen_after_compaction_s" in out
+
+
+def test_5xx_replies_of_a_real_http_endpoint_are_storage_io_errors() -> None:
+    """A local HTTP server answering 503 to everything: the adapter reports StorageIOError."""
+    import threading
+    from datetime import timedelta
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from obstore.store import S3Store
+
+    from segwal.errors import StorageIOError
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def _reply(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = _reply
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        store = S3Store("b", endpoint=f"http://127.0.0.1:{server.server_address[1]}", region="us-east-1",
+                        access_key_id="x", secret_access_key="y", client_options={"allow_http": True},
+                        retry_config={"max_retries": 1, "retry_timeout": timedelta(seconds=2),
+                                      "backoff": {"init_backoff": timedelta(milliseconds=10),
+                                                  "max_backoff": timedelta(milliseconds=20), "base": 2}})
+        with pytest.raises(StorageIOError):
+            ObjectStoreEngine(store, "n", retries=1, retry_delay=0.0)
+        seam = ObstoreAdapter(store)
+        for call in (lambda: seam.get("x"), lambda: seam.put("x", b"1", create=True), lambda: seam.list("n/"),
+                     lambda: seam.get_range("x", 0, 1), lambda: seam.head("x"), lambda: seam.delete(["x"])):
+            with pytest.raises(StorageIOError):
+                call()
+    finally:
+        server.shutdown()
+        server.server_close()
