@@ -48,6 +48,7 @@ from segwal.storage.objectstore.seam import StoredObject, as_seam
 from segwal.storage.objectstore.urls import store_from_url
 from segwal.storage.objectstore.view import (
     View,
+    decode_runs,
     decode_slot,
     encode_entries,
     encode_kv,
@@ -178,8 +179,6 @@ class ObjectStoreEngine(ContextManagerMixin):
                 self._hot.clear()
                 opening.load_view(self)
 
-    # -- guards -----------------------------------------------------------
-
     def _check_open(self) -> None:
         if self._closed:
             raise EngineClosedError("ObjectStoreEngine is closed")
@@ -289,9 +288,13 @@ class ObjectStoreEngine(ContextManagerMixin):
             terms = [e.term for e in batch]
             payloads = [e.payload for e in batch]
 
+            checked = [True]  # validated against the current view; again after adopting a record
+
             def prepare() -> tuple[Callable[[int, bytes], bytes], Callable[[bytes], None]]:
-                check_batch(batch, first_index=view.first, last_index=view.last, boundary=view.boundary,
-                            term_before=view.term_at)
+                if not checked[0]:
+                    check_batch(batch, first_index=view.first, last_index=view.last, boundary=view.boundary,
+                                term_before=view.term_at)
+                checked[0] = False
 
                 def encode(seq: int, wid: bytes) -> bytes:
                     return encode_entries(K_ENTRIES, self._epoch, seq, wid, first, terms, payloads)
@@ -300,7 +303,8 @@ class ObjectStoreEngine(ContextManagerMixin):
                     name = slot_name(self._io.prefix, self._next_slot - 1)
                     if first <= view.last:
                         self._hot.clear()  # an overwrite: entries change
-                    view.add_run(decode_slot(data, name).runs[0])
+                    # our own bytes: the slot table is read back without a second CRC pass
+                    view.add_run(decode_runs(data, decode_object_header(data, name), name, limit=len(data))[0])
                     self._hot.add(batch)
 
                 return encode, apply
