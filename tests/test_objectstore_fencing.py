@@ -384,3 +384,18 @@ def test_an_old_write_landing_between_claim_and_fence_is_kept(store: tuple[Any, 
     old.close()
     with open_engine(store) as again:
         assert again.get_entries_range(1, 10) == batch(1, 4)
+
+
+def test_an_old_writer_compacting_after_the_new_owner_collected_is_fenced_not_corrupt(store: tuple[Any, str]) -> None:
+    old = open_engine(store, compact_slots=1000, cache_bytes=0)
+    for i in range(1, 9):
+        old.persist_entries(batch(i, i))
+    new = open_engine(store, compact_slots=1000)
+    new.compact()  # folds and deletes the old writer's slots
+    with pytest.raises(FencedError):
+        old.compact()  # its slots are gone: it finds the newer epoch, not damage
+    with pytest.raises(FencedError):
+        old.last_index()
+    assert new.get_entries_range(1, 10) == batch(1, 8)
+    new.close()
+    old.close()

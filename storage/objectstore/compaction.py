@@ -69,6 +69,10 @@ def _read_run(eng: ObjectStoreEngine, run: Run, lo: int, hi: int) -> list[Entry]
     k, kj = lo - run.first, hi - run.first
     got = eng._io.get_range(run.name, run.pstart[k], run.pstart[kj] + run.plen[kj])
     if got is None:
+        newer = eng._io.latest_manifest().epoch
+        if newer > eng._epoch:  # a new owner compacted this writer's slots away: not damage
+            eng._fenced = FencedError(f"{eng._io.prefix!r}: writer epoch {newer} took over from epoch {eng._epoch}")
+            raise eng._fenced
         raise CorruptionError("object named by the log is missing", path=run.name)
     return eng._view.entries_of(run, lo, hi, got[0], got[1])
 
