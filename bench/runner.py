@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark segwal against the raw disk limit and the stores a Python Raft user would pick.",
     )
     ap.add_argument("--quick", action="store_true", help="reduced sizes, well under a minute (CI smoke test)")
+    ap.add_argument("--cloud", action="store_true", help="the object-store benchmark instead (`segwal bench --cloud -h`)")
     ap.add_argument(
         "--workloads",
         default="all",
@@ -90,6 +91,10 @@ def _segwal_location() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--cloud" in (sys.argv[1:] if argv is None else argv):  # the object-store benchmark: its own options
+        from .cloud import main as cloud_main
+
+        return cloud_main(argv)
     args = build_parser().parse_args(argv)
     if args.repeat < 1:
         print("--repeat must be >= 1", file=sys.stderr)

@@ -45,3 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile("ci")
     else:
         settings.load_profile("dev")
+
+
+# the session-wide SeaweedFS S3 server of the object-store tests (tests/seaweedfs_server.py)
+from seaweedfs_server import seaweedfs  # noqa: E402, F401
