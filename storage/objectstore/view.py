@@ -20,7 +20,7 @@ import xxhash
 
 from segwal.engine.hardstate import decode_hard_state
 from segwal.errors import CorruptionError
-from segwal.kv.store import decode_kv_body, encode_kv_body
+from segwal.kv.codec import decode_kv_body, encode_kv_body
 from segwal.storage.objectstore.layout import (
     K_CHECKPOINT,
     K_ENTRIES,
