@@ -237,6 +237,8 @@ def test_compaction_deletes_whole_segments_and_survives_reopen(tmp_path):
     j = SegwalJournal(tmp_path / "j", segment_size=4096, sync="flush")
     for i in range(1, 2001):
         j.add(b"p" * 50, i, 1 + i // 500)
+        if i % 50 == 0:
+            j.sync()  # add() buffers in memory; sync() writes one batch (as SyncObj does per message)
     segs_before = len(j.engine.segments())
     files_before = len(list((tmp_path / "j").rglob("*.wal")))
     assert segs_before > 10
@@ -371,7 +373,7 @@ def test_segwal_journal_hook_plugs_into_syncobj(tmp_path):
     spec = segwal_journal(tmp_path / "raft", segment_size=4096)
     assert isinstance(spec, SegwalJournalFile)
     addr = f"127.0.0.1:{_free_port()}"
-    conf = SyncObjConf(journalFile=spec, autoTickPeriod=0.01)
+    conf = SyncObjConf(journalFile=spec, autoTickPeriod=0.01, fullDumpFile=str(tmp_path / "dump"))
     o = _Counter(addr, conf)
     try:
         assert _wait(lambda: o._isLeader())
@@ -381,7 +383,7 @@ def test_segwal_journal_hook_plugs_into_syncobj(tmp_path):
     finally:
         o.destroy_synchronous()
     # a new SyncObj on the same configuration replays the journal
-    conf = SyncObjConf(journalFile=spec, autoTickPeriod=0.01)
+    conf = SyncObjConf(journalFile=spec, autoTickPeriod=0.01, fullDumpFile=str(tmp_path / "dump"))
     o = _Counter(addr, conf)
     try:
         assert _wait(lambda: o._isLeader() and o.value == 50)
