@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--quick", action="store_true", help="reduced sizes, well under a minute (CI smoke test)")
     ap.add_argument(
+        "--cluster", action="store_true", help="the 3-node PySyncObj cluster benchmark instead (see bench/cluster.py)"
+    )
+    ap.add_argument(
         "--workloads",
         default="all",
         help=f"comma-separated subset of {','.join(WORKLOADS)} (aliases: point, range, purge, truncate); default all",
@@ -90,6 +93,11 @@ def _segwal_location() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--cluster" in argv:  # the 3-node PySyncObj cluster benchmark has its own options
+        from .cluster import main as cluster_main
+
+        return cluster_main(argv)
     args = build_parser().parse_args(argv)
     if args.repeat < 1:
         print("--repeat must be >= 1", file=sys.stderr)
