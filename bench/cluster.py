@@ -126,10 +126,14 @@ def run_node(self_addr: str, peers: list[str], d: str, kind: str) -> int:
 
 class _Proc:
     def __init__(self, args: list[str], log: str) -> None:
+        import segwal
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(segwal.__file__)))  # the segwal measured
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
         with open(log, "w") as err:
             self.p = subprocess.Popen(
                 [sys.executable, "-m", "segwal.bench.cluster", *args],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1, env=env,
             )
         self.q: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
