@@ -100,9 +100,12 @@ def run_node(self_addr: str, peers: list[str], d: str, kind: str) -> int:
             done = threading.Event()
             counts = [0, 0]
             last = [0.0]
+            reasons: dict[str, int] = {}
 
             def cb(res: Any, err: Any) -> None:
                 counts[0 if err == FAIL_REASON.SUCCESS else 1] += 1
+                if err != FAIL_REASON.SUCCESS:
+                    reasons[str(err)] = reasons.get(str(err), 0) + 1
                 last[0] = time.perf_counter()
                 sem.release()
                 if counts[0] + counts[1] == n:
@@ -113,7 +116,8 @@ def run_node(self_addr: str, peers: list[str], d: str, kind: str) -> int:
                 sem.acquire()
                 obj.incr(callback=cb)
             finished = done.wait(DEADLINE)
-            emit({"ok": counts[0], "failed": counts[1], "elapsed": last[0] - t0, "finished": finished})
+            emit({"ok": counts[0], "failed": counts[1], "fail_reasons": reasons, "elapsed": last[0] - t0,
+                  "finished": finished})
         elif words[0] == "quit":
             break
     obj.destroy_synchronous()
@@ -239,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="directory for the JSON (default: bench/results in a checkout)")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     ap.add_argument("--label", default="", help="free text stored in the JSON")
+    ap.add_argument("--plot", default=None, help="also draw a PNG bar chart (median, min-max) at this path")
     args = ap.parse_args(argv)
     from .runner import DEFAULT_OUT
 
@@ -263,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 raw.append(fig)
                 res[k].append(fig["commits_per_s"])
                 print(f"run {r + 1}/{runs} {k}: {fig['commits_per_s']:,.0f} commits/s "
-                      f"({fig['ok']} ok, {fig['failed']} failed)", file=sys.stderr, flush=True)
+                      f"({fig['ok']} ok, {fig['failed']} failed {fig['fail_reasons'] or ''})", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(_table(res, args.markdown))
@@ -286,7 +291,34 @@ def main(argv: list[str] | None = None) -> int:
         with open(dest, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1, default=str)
     print(f"wrote {path}")
+    if args.plot:
+        try:
+            plot(doc, args.plot)
+            print(f"plot: {args.plot}")
+        except ImportError as exc:
+            print(f"plot skipped: {exc}")
     return 0
+
+
+def plot(doc: dict[str, Any], dest: str) -> None:
+    """Bar chart of a run's medians with min-max whiskers (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(doc["commits_per_s"])
+    xs = [doc["commits_per_s"][k] for k in kinds]
+    med = [statistics.median(x) for x in xs]
+    err = [[m - min(x) for m, x in zip(med, xs)], [max(x) - m for m, x in zip(med, xs)]]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh([JOURNALS[k] for k in kinds], med, xerr=err, color=["#888", "#2a7", "#7c4", "#bbb"][: len(kinds)])
+    ax.invert_yaxis()
+    ax.set_xlabel("commits/s (median of %d runs, whiskers min-max)" % doc["runs"])
+    ax.set_title("3-node PySyncObj cluster, %d commands, %d in flight" % (doc["commands"], doc["inflight"]))
+    fig.tight_layout()
+    fig.savefig(dest, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -515,3 +515,30 @@ def test_dump_is_fsynced_before_purge_and_clear_in_durable_mode(tmp_path, sync):
             fs = VolatileFileSystem(tmp_path)  # forget the image: the next op must sync again
             j._fs = fs
     j._destroy()
+
+
+@pytest.mark.parametrize("cache", [3, 65536])
+def test_entries_from_matches_syncobj_get_entries(tmp_path, cache):
+    """``entries_from`` returns what SyncObj's ``__getEntries(i, None, max_bytes)`` computes."""
+    j = SegwalJournal(tmp_path / "j", cache_entries=cache)
+    for i in range(5, 41):
+        j.add(b"x" * (i % 7), i, 1)
+        if i % 5 == 0:
+            j.sync()
+
+    def reference(from_idx, max_bytes):  # SyncObj.__getEntries, count=None
+        first = j[0][1]
+        if from_idx is None or from_idx < first:
+            return []
+        result = j[from_idx - first :]
+        total, k = 0, 0
+        for k, entry in enumerate(result):
+            total += len(entry[0])
+            if total >= max_bytes:
+                break
+        return result[: k + 1]
+
+    for from_idx in (None, 1, 4, 5, 6, 17, 39, 40, 41):
+        for max_bytes in (1, 6, 20, 1000):
+            assert j.entries_from(from_idx, max_bytes) == reference(from_idx, max_bytes), (from_idx, max_bytes)
+    j._destroy()

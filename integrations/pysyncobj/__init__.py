@@ -58,6 +58,11 @@ the import fails with ``ImportError`` (never a silent fallback):
 * ``SyncObj._onTick``: syncs the buffered entries before the tick, whose
   commit computation counts the leader itself (``count = 1``).
 * ``SyncObj.__sendNextNodeIdx``: syncs before a follower's acknowledgement.
+* ``SyncObj.__getEntries``: a call with ``count=None`` and ``maxSizeBytes``
+  (the leader building an ``append_entries`` batch) reads only up to
+  ``maxSizeBytes`` (:meth:`SegwalJournal.entries_from`) instead of slicing to
+  the end of the log first -- a lagging follower's catch-up no longer reads
+  the whole log per message.
 * ``pysyncobj.syncobj.Serializer``: only with ``fs=``, the dump is written and
   read through that file system (:class:`~.dump.FsSerializer`, no fork).
 * ``SyncObj.__setCurrentTerm`` is not wrapped but required: it calls the

@@ -152,6 +152,7 @@ def install() -> None:
             "SyncObj.__init__": cls.__dict__.get("__init__"),
             "SyncObj._onTick": cls.__dict__.get("_onTick"),
             "SyncObj.__sendNextNodeIdx": cls.__dict__.get("_SyncObj__sendNextNodeIdx"),
+            "SyncObj.__getEntries": cls.__dict__.get("_SyncObj__getEntries"),
             "SyncObj.__setCurrentTerm": cls.__dict__.get("_SyncObj__setCurrentTerm"),
         }
         missing = [k for k, v in wanted.items() if not callable(v)]
@@ -166,6 +167,7 @@ def install() -> None:
         orig_init = cls.__init__
         orig_tick = cls._onTick
         orig_send = cls._SyncObj__sendNextNodeIdx
+        orig_get = cls._SyncObj__getEntries
 
         def createJournal(journalFile: Any = None) -> Any:
             if isinstance(journalFile, SegwalJournalFile):
@@ -209,10 +211,19 @@ def install() -> None:
                 j.sync()
             return orig_send(self, *args, **kwargs)
 
+        def __getEntries(self: Any, fromIDx: Any, count: Any = None, maxSizeBytes: Any = None) -> Any:
+            # A batch for append_entries: read only up to maxSizeBytes, not to the end of the log.
+            if count is None and maxSizeBytes is not None:
+                j = self.__dict__.get("_SyncObj__raftLog")
+                if isinstance(j, SegwalJournal):
+                    return j.entries_from(fromIDx, maxSizeBytes)
+            return orig_get(self, fromIDx, count, maxSizeBytes)
+
         createJournal._segwal_original = orig_create  # type: ignore[attr-defined]
         so.createJournal = createJournal
         so.Serializer = Serializer
         cls.__init__ = __init__
         cls._onTick = _onTick
         cls._SyncObj__sendNextNodeIdx = __sendNextNodeIdx
+        cls._SyncObj__getEntries = __getEntries
         _installed = True

@@ -302,6 +302,35 @@ class SegwalJournal:
         older = [(x.payload, x.index, x.term) for x in self._e.get_entries_range(i0, min(i1, start) - 1)]
         return older + mem[: max(0, i1 - start)]
 
+    def entries_from(self, index: int | None, max_bytes: int) -> list[Item]:
+        """What SyncObj's ``__getEntries(index, None, max_bytes)`` returns -- the
+        entries from log index ``index`` on, up to and including the one at which
+        their commands reach ``max_bytes`` in total ([] below the first entry) --
+        without first building the list to the end of the log.
+        O(entries returned); reads older than the memory tail go to the engine in chunks."""
+        first, last = self._first, self._last
+        if index is None or index < first or index > last:
+            return []
+        out: list[Item] = []
+        total = 0
+        i = index
+        while i <= last:
+            start, mem = self._tail
+            if i >= start:
+                chunk: list[Item] = mem[i - start : i - start + 256]
+            else:
+                end = min(i + 255, start - 1, last)
+                chunk = [(x.payload, x.index, x.term) for x in self._e.get_entries_range(i, end)]
+            if not chunk:
+                break
+            for item in chunk:
+                out.append(item)
+                total += len(item[0])
+                if total >= max_bytes:
+                    return out
+            i += len(chunk)
+        return out
+
     def __len__(self) -> int:
         n = self._last - self._first + 1
         return n if n > 0 else 0
