@@ -112,9 +112,16 @@ def run_node(self_addr: str, peers: list[str], d: str, kind: str) -> int:
                     done.set()
 
             t0 = time.perf_counter()
+            submitted = 0
             for _ in range(n):
-                sem.acquire()
+                if not sem.acquire(timeout=DEADLINE):
+                    break  # nothing completes any more: report what was done
                 obj.incr(callback=cb)
+                submitted += 1
+            if submitted < n:
+                n = submitted
+                if counts[0] + counts[1] >= n:
+                    done.set()
             finished = done.wait(DEADLINE)
             emit({"ok": counts[0], "failed": counts[1], "fail_reasons": reasons, "elapsed": last[0] - t0,
                   "finished": finished})
@@ -205,7 +212,7 @@ def run_once(kind: str, base: str, commands: int, inflight: int) -> dict[str, An
             leader = leads[0] if len(leads) == 1 else None
             if leader is None:
                 time.sleep(0.1)
-        r = leader.ask(f"run {commands} {inflight}")
+        r = leader.ask(f"run {commands} {inflight}", timeout=3 * DEADLINE + commands / 100)
         r["commits_per_s"] = r["ok"] / r["elapsed"] if r["elapsed"] > 0 else 0.0
         return r
     finally:

@@ -295,14 +295,17 @@ def _compact_all(nodes: list[Node]) -> None:
     wait_for(lambda: all(n.cmd("status")["purges"] > before[n.addr] for n in nodes), "a compaction on every node")
 
 
-def run_power_loss(make_cluster, variant: str, victims: str) -> tuple[list[Node], set[int], set[int]]:
+def run_power_loss(
+    make_cluster, variant: str, victims: str, mode: tuple[str, ...] = ("--volatile",)
+) -> tuple[list[Node], set[int], set[int]]:
     """Power-loss scenario on journals whose I/O goes through a VolatileFileSystem
-    (``--volatile``): a snapshot install, log compactions, then a power cut of
-    ``victims`` ("all" or "leader+follower") right after commands were acknowledged.
+    (``mode`` ``--volatile``; or ``--sync flush`` on the real file system, where
+    the kill is a plain ``kill -9``): a snapshot install, log compactions, then a
+    cut of ``victims`` ("all" or "leader+follower") right after commands were acknowledged.
     Returns the nodes, the committed keys, and the committed keys the victims'
     disks do not hold often enough (a majority for "all", one for two victims)."""
     # compactions only when forced (compact-min far above what is written), so each is awaited
-    nodes = make_cluster("--volatile", "--unsafe", variant, "--compact-min", "100000")
+    nodes = make_cluster(*mode, "--unsafe", variant, "--compact-min", "100000")
     committed: set[int] = set()
     leader = wait_for(lambda: leader_of(nodes), "a leader")
     leader.cmd("put", 0, 100)
@@ -355,3 +358,19 @@ def test_power_loss_test_catches_an_unsafe_journal(make_cluster, variant):
     every time: the power-loss test can fail."""
     _nodes, committed, lost = run_power_loss(make_cluster, variant, "all")
     assert lost, f"{variant}: expected committed keys to be lost, all {len(committed)} survived"
+
+
+def test_flush_mode_survives_kill9_of_all_nodes_at_once(make_cluster):
+    """``sync="flush"`` promises to survive ``kill -9`` of any number of nodes: the
+    same scenario, all three killed at once on the real file system."""
+    nodes, committed, lost = run_power_loss(make_cluster, "none", "all", ("--sync", "flush"))
+    assert not lost, f"committed keys on too few disks: {sorted(lost)[:20]} ({len(lost)})"
+    for n in nodes:
+        n.start()
+    wait_for(lambda: leader_of(nodes), "a leader after killing every node")
+    check_final_state(nodes, committed)
+
+
+def test_kill_all_test_catches_a_journal_that_acknowledges_before_writing(make_cluster):
+    _nodes, committed, lost = run_power_loss(make_cluster, "ack-before-sync", "all", ("--sync", "flush"))
+    assert lost, f"expected committed keys to be lost, all {len(committed)} survived"
