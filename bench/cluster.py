@@ -194,6 +194,7 @@ def run_once(kind: str, base: str, commands: int, inflight: int) -> dict[str, An
     d = tempfile.mkdtemp(prefix=f"cluster-{kind}-", dir=base)
     addrs = [f"127.0.0.1:{p}" for p in _ports(3)]
     procs: list[_Proc] = []
+    r: dict[str, Any] | None = None
     try:
         for i, a in enumerate(addrs):
             nd = os.path.join(d, f"node{i}")
@@ -218,7 +219,20 @@ def run_once(kind: str, base: str, commands: int, inflight: int) -> dict[str, An
     finally:
         for p in procs:
             p.stop()
+        if r is not None:  # PySyncObj's own warnings of a diverging or lossy node, if any
+            r["node_warnings"] = _warnings(d)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _warnings(d: str) -> list[str]:
+    out: list[str] = []
+    for i in range(3):
+        try:
+            with open(os.path.join(d, f"node{i}.log")) as f:
+                out += [f"node{i}: {line.strip()}"[:300] for line in f if "diverged" in line or "exceeds" in line]
+        except OSError:
+            pass
+    return out[:20]
 
 
 def _table(res: dict[str, list[float]], markdown: bool) -> str:
@@ -275,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                 raw.append(fig)
                 res[k].append(fig["commits_per_s"])
                 print(f"run {r + 1}/{runs} {k}: {fig['commits_per_s']:,.0f} commits/s "
-                      f"({fig['ok']} ok, {fig['failed']} failed {fig['fail_reasons'] or ''})", file=sys.stderr, flush=True)
+                      f"({fig['ok']} ok, {fig['failed']} failed {fig['fail_reasons'] or ''}"
+                      f"{'; PySyncObj warnings: %d' % len(fig['node_warnings']) if fig['node_warnings'] else ''})", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(_table(res, args.markdown))
