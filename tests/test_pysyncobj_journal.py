@@ -542,3 +542,32 @@ def test_entries_from_matches_syncobj_get_entries(tmp_path, cache):
         for max_bytes in (1, 6, 20, 1000):
             assert j.entries_from(from_idx, max_bytes) == reference(from_idx, max_bytes), (from_idx, max_bytes)
     j._destroy()
+
+
+def test_fs_needs_use_fork_false(tmp_path):
+    from segwal.testing.volatile import VolatileFileSystem
+
+    spec = segwal_journal(tmp_path / "raft", fs=VolatileFileSystem(tmp_path))
+    with pytest.raises(ValueError, match="useFork=False"):
+        _Counter(f"127.0.0.1:{_free_port()}", SyncObjConf(journalFile=spec, fullDumpFile=str(tmp_path / "d")))
+
+
+def test_fs_serializer_writes_reads_and_transmits_the_dump(tmp_path):
+    from segwal.integrations.pysyncobj.dump import FsSerializer
+    from segwal.testing.volatile import VolatileFileSystem
+
+    fs = VolatileFileSystem(tmp_path)
+    leader = FsSerializer(fs, str(tmp_path / "a.dump"), batch_size=7)
+    state = ([{"x": 1}, {"_ReplDict__data": {i: i * 3 for i in range(50)}}], (b"c", 9, 2), (b"b", 8, 2), set())
+    assert leader.checkSerializing() == (0, None)
+    leader.serialize(state, 8)
+    assert leader.checkSerializing() == (2, 8) and leader.checkSerializing() == (0, None)  # reported once
+    assert leader.deserialize() == state
+    assert not (tmp_path / "a.dump").exists()  # through the volatile file system, never fsynced
+    follower = FsSerializer(fs, str(tmp_path / "b.dump"), batch_size=7)
+    installed = False
+    while not installed:
+        chunk = leader.getTransmissionData("node")
+        installed = follower.setTransmissionData(chunk)
+        assert installed == chunk[2]
+    assert follower.deserialize() == state
