@@ -3,6 +3,7 @@
     segwal bench --cluster               # 5 interleaved runs of 20,000 commands per journal
     segwal bench --cluster --quick       # 1 run of 2,000 commands per journal (well under a minute)
     segwal bench --cluster --runs 7 --commands 30000 --journals file,segwal,segwal-flush
+    segwal bench --cluster --runs 1 --commands 40000 --journals file,segwal --profile /tmp/prof   # py-spy
 
 The setup of issue 11: three PySyncObj 0.3.17 processes on 127.0.0.1, the same
 ``SyncObjConf`` for every journal (defaults, ``dynamicMembershipChange=False``,
@@ -28,6 +29,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -188,9 +190,10 @@ def _ports(n: int) -> list[int]:
             s.close()
 
 
-def run_once(kind: str, base: str, commands: int, inflight: int) -> dict[str, Any]:
+def run_once(kind: str, base: str, commands: int, inflight: int, profile: str | None = None) -> dict[str, Any]:
     """Start a fresh 3-node cluster with journal ``kind``, drive ``commands`` from the
-    leader, stop it; returns the leader's figures."""
+    leader, stop it; returns the leader's figures.  With ``profile`` (a directory),
+    py-spy samples the leader and a follower during the run (raw files there)."""
     d = tempfile.mkdtemp(prefix=f"cluster-{kind}-", dir=base)
     addrs = [f"127.0.0.1:{p}" for p in _ports(3)]
     procs: list[_Proc] = []
@@ -213,7 +216,17 @@ def run_once(kind: str, base: str, commands: int, inflight: int) -> dict[str, An
             leader = leads[0] if len(leads) == 1 else None
             if leader is None:
                 time.sleep(0.1)
+        spies = []
+        if profile:
+            for role, p in (("leader", leader), ("follower", next(x for x in procs if x is not leader))):
+                out = os.path.join(profile, f"{kind}-{role}-{os.getpid()}-{time.time():.0f}.txt")
+                spies.append(subprocess.Popen(["py-spy", "record", "-p", str(p.p.pid), "-f", "raw", "-r", "200",
+                                               "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(1.0)  # py-spy attaches
         r = leader.ask(f"run {commands} {inflight}", timeout=3 * DEADLINE + commands / 100)
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         r["commits_per_s"] = r["ok"] / r["elapsed"] if r["elapsed"] > 0 else 0.0
         return r
     finally:
@@ -268,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     ap.add_argument("--label", default="", help="free text stored in the JSON")
     ap.add_argument("--plot", default=None, help="also draw a PNG bar chart (median, min-max) at this path")
+    ap.add_argument("--profile", default=None, help="directory for py-spy raw profiles of a leader and a follower")
     args = ap.parse_args(argv)
     from .runner import DEFAULT_OUT
 
@@ -280,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or DEFAULT_OUT
     os.makedirs(out, exist_ok=True)
+    if args.profile:
+        if shutil.which("py-spy") is None:
+            print("--profile needs py-spy (pip install py-spy)", file=sys.stderr)
+            return 2
+        os.makedirs(args.profile, exist_ok=True)
     base = tempfile.mkdtemp(prefix="tmp-cluster-", dir=out)
     res: dict[str, list[float]] = {k: [] for k in kinds}
     raw: list[dict[str, Any]] = []
@@ -287,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for r in range(runs):
             for k in kinds:
-                fig = run_once(k, base, commands, args.inflight)
+                fig = run_once(k, base, commands, args.inflight, args.profile)
                 fig.update(journal=k, run=r)
                 raw.append(fig)
                 res[k].append(fig["commits_per_s"])
