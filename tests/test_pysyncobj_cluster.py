@@ -275,11 +275,14 @@ def run_kill_series(make_cluster, sync: str, kills: int, unsafe: str = "none", c
         rec = victim.recovered
         assert rec is not None and rec["journal_last"] >= before["commit_idx"], (rec, before)
         assert rec["term"] >= before["term"]
-        # settle the client's outstanding commands (a new command through the leader flushes them)
+        # the cluster makes progress again; commands acknowledged meanwhile count as committed
+        # (PySyncObj may never call back a forwarded command whose entry a snapshot install
+        # skipped, so the test does not wait for every outstanding callback)
         leader = wait_for(lambda: leader_of(nodes), f"a leader after restart {r}")
         leader.cmd("put", key, 10)
+        fresh = set(range(key, key + 10))
         key += 10
-        wait_for(lambda: acked(client)[2] == 0 and acked(leader)[2] == 0, "outstanding callbacks to settle")
+        wait_for(lambda: fresh <= acked(leader)[0], f"10 acks through the leader after restart {r}")
         committed |= acked(client)[0] | acked(leader)[0]
     sts = check_final_state(nodes, committed)
     assert len(committed) >= kills * 100
