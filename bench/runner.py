@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="reduced sizes, well under a minute (CI smoke test)")
     ap.add_argument("--cloud", action="store_true", help="the object-store benchmark instead (`segwal bench --cloud -h`)")
     ap.add_argument(
+        "--cluster", action="store_true", help="the 3-node PySyncObj cluster benchmark instead (see bench/cluster.py)"
+    )
+    ap.add_argument(
         "--workloads",
         default="all",
         help=f"comma-separated subset of {','.join(WORKLOADS)} (aliases: point, range, purge, truncate); default all",
@@ -91,10 +94,15 @@ def _segwal_location() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if "--cloud" in (sys.argv[1:] if argv is None else argv):  # the object-store benchmark: its own options
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--cloud" in argv:  # the object-store benchmark: its own options
         from .cloud import main as cloud_main
 
         return cloud_main(argv)
+    if "--cluster" in argv:  # the 3-node PySyncObj cluster benchmark has its own options
+        from .cluster import main as cluster_main
+
+        return cluster_main(argv)
     args = build_parser().parse_args(argv)
     if args.repeat < 1:
         print("--repeat must be >= 1", file=sys.stderr)

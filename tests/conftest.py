@@ -31,7 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--long",
         action="store_true",
         default=False,
-        help="run hypothesis tests with many examples (the 'long' profile)",
+        help="run hypothesis tests with many examples (the 'long' profile) and the long kill -9 series",
     )
 
 
