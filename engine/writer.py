@@ -31,6 +31,7 @@ from segwal.wal.format import (
     align8,
     encode_entries_frame,
     encode_frame,
+    encode_single_entry_frame,
 )
 from segwal.wal.segment import SegmentFile, io_error
 
@@ -108,6 +109,40 @@ class LogWriter(LogReader):
         finally:
             if rewrite:
                 self._rewrites += 1
+
+    def append_one(self, index: int, term: int, payload: bytes) -> bool:
+        """Append one validated entry when it simply extends the tail segment
+        (``index`` is the next index, ``term`` not below the last, no rotation):
+        the hot path of libraries that append one entry at a time.  Returns
+        ``False``, having done nothing, in every other case (the caller then takes
+        :meth:`append` with its full checks).  Durable on return in ``always`` mode.
+        O(len(payload)): one frame written with one ``pwritev``.
+        """
+        segs = self._segs
+        if not segs or self.poisoned is not None:
+            return False
+        tail = segs[-1]
+        v = self._view
+        f = tail.file
+        if index != tail.last + 1 or v.hi != tail.last or v.hi < v.lo or term < self._tail_term or f is None:
+            return False
+        off = f.end
+        if off > SEGMENT_HEADER_SIZE and off + FRAME_HEADER_SIZE + SLOT_SIZE + len(payload) + 7 > self.segment_size:
+            return False  # a rotation: the general path
+        fr = encode_single_entry_frame(index, term, payload, offset=off, durable=f.durable, prev_crc=f.last_crc)
+        self._write_frame(f, fr)
+        pa = self.preallocator
+        if pa is not None and f.zeroed - f.end < pa.ahead // 2:
+            pa.register(f, self.segment_size)
+        tail.index.set_one(index - tail.base, off + FRAME_HEADER_SIZE)  # type: ignore[union-attr]
+        tail.last = index
+        self._after_write(fr.frame_len)
+        self._tail_term = term
+        if v.segs and v.segs[-1] is tail:
+            self._view = _View(v.lo, index, v.segs, v.bases)
+        else:
+            self._publish()
+        return True
 
     def _begin_rewrite(self) -> None:
         """Mark a change to what older views cover as in progress (``_rewrites`` odd);
