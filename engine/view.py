@@ -14,6 +14,7 @@ import struct
 import threading
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -124,6 +125,10 @@ class LogReader:
         self._load_lock = threading.Lock()
         #: the lock the engine's writers hold while they change the log (set by the engine)
         self.write_lock: threading.Lock | None = None
+        #: called with a read's error once it is known not to be this process's writer at
+        #: work; a read-only view of a live directory raises StaleViewError there when the
+        #: other process's writer removed what the read needed (``segwal.engine.live``)
+        self.on_failed_read: Callable[[BaseException], None] | None = None
         self._segs: list[LiveSegment] = [LiveSegment(directory, r) for r in manifest.segments]
         self._tail_term = 0
         self._ckpt_end = 0
@@ -216,8 +221,9 @@ class LogReader:
                     )
                 raise CorruptionError("entry checksum mismatch", path=seg.path, offset=off, index=index)
             return _new(Entry, (index, term, payload))
-        except (SegwalError, OSError, TypeError, IndexError):
+        except (SegwalError, OSError, TypeError, IndexError) as e:
             if self._settled(v):
+                self._failed(e)
                 raise
             return self.entry(index)  # the writer changed the log under this read: read again
 
@@ -241,8 +247,9 @@ class LogReader:
                     out.extend(_read_range(m if m is not None else b"", idx.array(), seg.base, start, stop, seg.path))
                     start = stop + 1
                 k += 1
-        except (SegwalError, OSError, TypeError, IndexError):
+        except (SegwalError, OSError, TypeError, IndexError) as e:
             if self._settled(v):
+                self._failed(e)
                 raise
             return self.entries(first, last)  # the writer changed the log under this read: read again
         return out
@@ -260,6 +267,14 @@ class LogReader:
                 return self._view is v
             time.sleep(0.0002)
         return self._view is v
+
+    def _failed(self, exc: BaseException) -> None:
+        """A read failed for good on this log's view: let :attr:`on_failed_read`
+        (a read-only view's check against the writer's newer manifest) turn it
+        into :class:`~segwal.errors.StaleViewError` when the writer explains it."""
+        check = self.on_failed_read
+        if check is not None:
+            check(exc)
 
     def term_of(self, index: int) -> int | None:
         """Term of the entry at ``index``, of the purge boundary, or None."""

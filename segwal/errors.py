@@ -11,6 +11,7 @@ leaf also inherits the built-in it refines, so callers may catch either::
     │   └── OutOfSpaceError                        ENOSPC or short write: batch rolled back
     ├── EnginePoisonedError(SegwalError, RuntimeError)  refused after a failed sync
     ├── EngineClosedError(SegwalError, RuntimeError)    used after close()
+    ├── StaleViewError(SegwalError)                a read-only view the writer moved past
     └── LockedError(SegwalError, OSError)          directory already open elsewhere
 
 Invalid arguments raise plain :class:`ValueError` / :class:`TypeError` that name
@@ -30,6 +31,7 @@ __all__ = [
     "EnginePoisonedError",
     "EngineClosedError",
     "LockedError",
+    "StaleViewError",
 ]
 
 
@@ -99,3 +101,7 @@ class EngineClosedError(SegwalError, RuntimeError):
 
 class LockedError(SegwalError, OSError):
     """The directory is locked by another open engine (this or another process)."""
+
+
+class StaleViewError(SegwalError):
+    """A read-only view can no longer be served: the writer moved on (a purge or compaction removed what it names); refresh() moves the view forward."""
