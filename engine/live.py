@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from typing import Final, NamedTuple, Protocol
 
 from segwal.engine import hardstate as _hs
@@ -164,28 +165,32 @@ class _StaleCheck:
     has removed the file the read needed (the current manifest no longer lists
     it); otherwise the caller reports the failure itself."""
 
-    __slots__ = ("fs", "path", "lg")
+    __slots__ = ("fs", "path", "log")
 
     def __init__(self, fs: FileSystem, path: str, lg: SegmentedLog) -> None:
-        self.fs, self.path, self.lg = fs, path, lg
+        # weak: the log holds this check, and a cycle would keep its maps open until a GC pass
+        self.fs, self.path, self.log = fs, path, weakref.ref(lg)
 
     def __call__(self, exc: BaseException) -> None:
+        lg = self.log()
+        if lg is None:
+            return
         mpath = os.path.join(self.path, MANIFEST_NAME)
         data = read_file(self.fs, mpath)
         if data is None:
             return
         m = decode_manifest(data, mpath)
-        if m.revision == self.lg.manifest.revision:
+        if m.revision == lg.manifest.revision:
             return  # the same generation: the failure is the log's own
         listed = {(r.seq, r.uid) for r in m.segments}
         where = getattr(exc, "path", None) or getattr(exc, "filename", None)
-        segs = self.lg._view.segs
+        segs = lg._view.segs
         named = [s for s in segs if where in (s.path, s.idx_path)] or list(segs)
         gone = [s for s in named if (s.seq, s.uid) not in listed]
         if gone:
             raise StaleViewError(
                 f"{gone[0].path}: the writer removed this segment (entries {gone[0].base}..{gone[0].last}) "
-                f"after this view was read (manifest revision {self.lg.manifest.revision}, now {m.revision}); "
+                f"after this view was read (manifest revision {lg.manifest.revision}, now {m.revision}); "
                 "refresh() moves the view forward"
             ) from exc
 
