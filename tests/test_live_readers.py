@@ -163,3 +163,28 @@ def test_views_of_a_live_writer_killed_and_restarted(tmp_path: Path) -> None:
     assert stats2["views"] >= 5 and stats2["progress"] >= 3, stats2
     assert stats2["opens"] >= 1, stats2
     print(stats1, stats2)
+
+
+def test_cli_inspects_verifies_and_dumps_a_running_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from segwal.cli import main
+
+    path = tmp_path / "node"
+    proc = start_writer(path, 3, -1, None)
+    try:
+        time.sleep(0.3)
+        for _ in range(3):
+            assert main(["verify", str(path)]) == 0, capsys.readouterr()
+            out = capsys.readouterr().out
+            assert "(live: a writer had the directory open): clean" in out, out
+            assert main(["inspect", "--json", str(path)]) == 0
+            info = json.loads(capsys.readouterr().out)
+            assert info["segments"] and info["last_index"] >= info["first_index"] - 1
+            assert main(["dump", str(path)]) == 0
+            lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+            idx = [x["index"] for x in lines]
+            assert idx == list(range(idx[0], idx[0] + len(idx))) if idx else True
+            time.sleep(0.2)
+        assert proc.poll() is None  # the node ran on, never blocked
+    finally:
+        proc.kill()
+        proc.communicate()

@@ -14,6 +14,7 @@ import pytest
 
 from segwal.engine import CorruptionError, Entry, HardState, LogId, StaleViewError, WalEngine
 from segwal.errors import SegwalError
+from segwal.tools.verify import verify
 
 SEG = 1024
 
@@ -177,3 +178,18 @@ def test_damage_that_stays_is_corruption(tmp_path: Path) -> None:
     with pytest.raises(CorruptionError) as ei:
         WalEngine(d, readonly=True, segment_size=SEG)
     assert ei.value.path == str(tail)
+
+
+def test_verify_tells_the_live_part_of_the_tail_from_a_torn_one(crashed: Path) -> None:
+    before = tree(crashed)
+    dead = verify(str(crashed), live=False)  # no writer: a torn tail open would cut
+    assert dead.exit_status == 1 and any("torn tail" in f.message for f in dead.findings)
+    live = verify(str(crashed), live=True)  # a writer at work: the same bytes are its frame in progress
+    assert live.exit_status == 0, live.findings
+    assert any("verified up to offset" in n and "being written" in n for n in live.live_notes), live.live_notes
+    assert verify(str(crashed)).exit_status == 1  # nobody holds the lock: not live
+    with WalEngine(crashed, segment_size=SEG) as w:
+        fill(w, 61, 64)
+        report = verify(str(crashed))  # the writer holds the lock: live, and healthy
+        assert report.live and report.exit_status == 0, report.findings
+    assert tree(crashed) != before
