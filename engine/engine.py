@@ -5,7 +5,7 @@ It validates every argument before touching anything (a bad call raises and
 changes nothing), serialises writers with one lock, and leaves crash safety to
 the layers below (see :mod:`segwal.engine.log`).  Directory layout::
 
-    <path>/LOCK            flock'ed while open
+    <path>/LOCK            flock'ed while a writer has it open (read-only views: no lock)
     <path>/MANIFEST        segments, purge boundary, KV generation (atomic replace)
     <path>/HARDSTATE       term, vote, commit index (atomic replace)
     <path>/<seq>.wal       log segments;  <path>/<seq>.idx  their offset indexes
