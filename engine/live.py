@@ -35,7 +35,7 @@ from segwal.engine import hardstate as _hs
 from segwal.engine.keyvalue import KV_DIR
 from segwal.engine.log import SegmentedLog
 from segwal.engine.manifest import MANIFEST_NAME, decode_manifest
-from segwal.errors import CorruptionError, EngineClosedError, StaleViewError, StorageIOError
+from segwal.errors import CorruptionError, EngineClosedError, StaleViewError
 from segwal.fs import FileSystem, read_file
 from segwal.index.offsets import SealedIndex
 from segwal.kv import KVStore
@@ -84,7 +84,7 @@ def read_view(
             raise CorruptionError("not a segwal directory (no manifest)", path=mpath)
         try:
             return _read_once(fs, path, data, segment_size, previous)
-        except (CorruptionError, StorageIOError) as e:
+        except (CorruptionError, OSError) as e:  # StorageIOError is an OSError
             # The writer's work in progress, or damage?  Read again: the same
             # failure at the same manifest generation, several times, is damage.
             failures = failures + 1 if read_file(fs, mpath) == data else 0
@@ -224,6 +224,30 @@ class LiveViewOps:
         """Open the read-only view (the body of ``WalEngine(path, readonly=True)``)."""
         v = read_view(self._fs, self._path, segment_size=self._segment_size)
         self._log, self._hard, self._kv, self.notes = v.log, v.hard, v.kv, v.notes
+
+    def pin(self: _Engine) -> None:
+        """Open every segment of the view now, so that no later purge or truncation
+        by a live writer can make it stale (an unlinked file stays readable while
+        mapped): for a reader about to read the whole view, such as ``segwal dump``.
+        A no-op for a writer.
+
+        Durability: reads only.  Complexity: O(segments) opens, and each sealed
+        index verified once (O(entries)), as their first reads would.
+
+        Raises:
+            StaleViewError: the writer already removed a segment of the view
+                (``refresh()``, then pin again).
+            CorruptionError: a segment or its index is damaged.
+        """
+        lg = self._live()
+        if not self._readonly:
+            return
+        for seg in lg._view.segs:
+            try:
+                lg._opened(seg)
+            except (CorruptionError, OSError) as e:
+                lg._failed(e)
+                raise
 
     def refresh(self: _Engine) -> None:
         """Move a read-only view forward to the directory's current state: the log

@@ -202,10 +202,16 @@ class OsFile:
 
     def map(self) -> mmap.mmap | None:
         """A read-only shared map of the current size, or None for an empty file."""
-        n = self.size()
-        if n == 0:
-            return None
-        return mmap.mmap(self.fd, n, mmap.MAP_SHARED, mmap.PROT_READ)
+        while True:
+            n = self.size()
+            if n == 0:
+                return None
+            try:
+                return mmap.mmap(self.fd, n, mmap.MAP_SHARED, mmap.PROT_READ)
+            except ValueError:
+                if self.size() >= n:
+                    raise
+                # another process cut the file between fstat and mmap: map what is left
 
     def close(self) -> None:
         """Close the descriptor (idempotent)."""

@@ -142,8 +142,12 @@ def test_a_purged_segment_makes_the_view_stale_and_refresh_recovers(tmp_path: Pa
     w = WalEngine(d, segment_size=SEG)
     fill(w, 1, 80)
     r = WalEngine(d, readonly=True, segment_size=SEG)
+    pinned = WalEngine(d, readonly=True, segment_size=SEG)
+    pinned.pin()  # every segment held open: a purge cannot make this one stale
     assert len(r.segments()) > 3
     w.purge_logs(LogId(1, 60))  # removes segments the view has not opened yet
+    assert [e.index for e in pinned.get_entries_range(1, 80)] == list(range(1, 81))
+    pinned.close()
     with pytest.raises(StaleViewError) as ei:
         r.get_entries_range(1, 80)
     assert isinstance(ei.value, SegwalError) and not isinstance(ei.value, CorruptionError)
