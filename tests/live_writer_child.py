@@ -13,6 +13,7 @@ below the commit index is truncated or overwritten, the commit index never
 passes the last index, terms never decrease, purges stay at or below the commit
 index.
 
+Each key/value batch is written to ``DIR.kv.jsonl`` before it is applied.
 Each payload is ``index:term:version:prev`` where ``prev`` is the version of
 entry ``index - 1`` when the entry was written, so every state of the log is a
 chain; a reader that mixed two states would see a broken link.
@@ -52,6 +53,13 @@ def main(path: str, seed: int, ops: int, final: str) -> None:
     version = 10**6 * (1 + seed % 1000) + max(ver.values(), default=0) % 10**6
     seq_v = e.get(b"seq")
     n = int(seq_v) if seq_v is not None else 0
+    # Every key/value batch goes to a journal before it is applied, so a reader can
+    # rebuild the exact state after batch n (a batch the writer did not live to
+    # apply is written again, under the same n, by the next writer: the last wins).
+    journal = open(path + ".kv.jsonl", "a+")
+    journal.seek(0)
+    if journal.read()[-1:] not in ("", "\n"):
+        journal.write("\n")  # a line cut short by a kill
     print("READY", flush=True)
 
     def batch(start: int, count: int) -> None:
@@ -102,6 +110,8 @@ def main(path: str, seed: int, ops: int, final: str) -> None:
                 for k in rng.sample(KEYS, rng.randint(1, 4))
             ]
             changes.append((b"seq", b"%d" % n))
+            journal.write(json.dumps([n, [[k.decode(), None if v is None else v.decode()] for k, v in changes]]) + "\n")
+            journal.flush()
             ct = e.term_of(commit) if commit else None
             la = LogId(ct, commit) if ct is not None else None
             e.apply(changes, la)

@@ -6,7 +6,8 @@ Every view must be a state the writer had: each entry is one the writer wrote
 at that index and term, the log is contiguous from ``first_index()`` to
 ``last_index()``, each entry links to the version of the one before it (so two
 states mixed would show a broken link), terms never decrease, the commit index
-is within the log, the key/value data is one batch's result.  Refreshes show
+is within the log, the key/value data is exactly the state after the last batch
+the view holds (rebuilt from the writer's journal).  Refreshes show
 progress; after the writer stops, a refresh shows exactly its final state.  The
 reader never takes a lock: the writer opens while views are open, and a view
 opens while the writer runs (and after it was killed, mid-write).
@@ -49,7 +50,37 @@ def start_writer(path: Path, seed: int, ops: int, final: Path | None) -> subproc
     return proc
 
 
-def check_view(r: WalEngine, rng: random.Random) -> tuple[int, int]:
+class Journal:
+    """The writer's key/value journal: the exact state after each batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(str(path) + ".kv.jsonl")
+        self.batches: dict[int, list[list[str | None]]] = {}
+        self.pos = 0
+
+    def state_after(self, n: int) -> dict[bytes, bytes]:
+        if any(m not in self.batches for m in range(1, n + 1)):
+            with open(self.path) as f:
+                f.seek(self.pos)
+                for line in f:
+                    if not line.endswith("\n"):
+                        break
+                    self.pos += len(line.encode())
+                    if line.strip():
+                        m, changes = json.loads(line)
+                        self.batches[m] = changes
+        state: dict[bytes, bytes] = {}
+        for m in range(1, n + 1):
+            for k, v in self.batches[m]:
+                assert k is not None
+                if v is None:
+                    state.pop(k.encode(), None)
+                else:
+                    state[k.encode()] = v.encode()
+        return state
+
+
+def check_view(r: WalEngine, rng: random.Random, journal: Journal | None = None) -> tuple[int, int]:
     """Check one view (see the module docstring); returns (last index, kv batch number)."""
     first, last = r.first_index(), r.last_index()
     ents = r.get_entries_range(first, last)
@@ -70,21 +101,24 @@ def check_view(r: WalEngine, rng: random.Random) -> tuple[int, int]:
         assert hs.commit_index <= last
     seq_v = r.get(b"seq")
     n = int(seq_v) if seq_v is not None else 0
-    for k in KEYS:
-        val = r.get(k)
-        if val is not None:
-            assert int(val.split(b":")[0]) <= n, f"{k!r} holds batch {val[:12]!r}, newer than the view's {n}"
+    kv = {k: v for k in [*KEYS, b"seq"] if (v := r.get(k)) is not None}
+    for k, val in kv.items():
+        assert int(val.split(b":")[0]) <= n, f"{k!r} holds batch {val[:12]!r}, newer than the view's {n}"
+    if journal is not None:
+        assert kv == journal.state_after(n), f"the key/value data is not the state after batch {n}"
     return last, n
 
 
-def read_under_fire(path: Path, proc: subprocess.Popen[bytes], rng: random.Random, reader: WalEngine) -> dict[str, int]:
+def read_under_fire(
+    path: Path, proc: subprocess.Popen[bytes], rng: random.Random, reader: WalEngine, journal: Journal
+) -> dict[str, int]:
     """Refresh and check ``reader`` (and fresh views) until the writer exits."""
     stats = {"views": 0, "stale": 0, "opens": 0, "progress": 0}
     seen = (-1, -1)
     while proc.poll() is None:
         for _ in range(3):
             try:
-                got = check_view(reader, rng)
+                got = check_view(reader, rng, journal)
                 break
             except StaleViewError:
                 stats["stale"] += 1  # the writer purged a segment this view had not opened yet
@@ -99,7 +133,7 @@ def read_under_fire(path: Path, proc: subprocess.Popen[bytes], rng: random.Rando
             with WalEngine(path, readonly=True, segment_size=SEGMENT_SIZE) as fresh:
                 stats["opens"] += 1
                 try:
-                    check_view(fresh, rng)
+                    check_view(fresh, rng, journal)
                 except StaleViewError:
                     stats["stale"] += 1
         reader.refresh()
@@ -121,6 +155,7 @@ def test_views_of_a_live_writer_killed_and_restarted(tmp_path: Path) -> None:
     path = tmp_path / "node"
     final = tmp_path / "final.json"
     rng = random.Random(14)
+    journal = Journal(path)
     with WalEngine(path, segment_size=SEGMENT_SIZE):
         pass  # an empty engine directory
     reader = WalEngine(path, readonly=True, segment_size=SEGMENT_SIZE)  # open before any writer: no lock held
@@ -132,7 +167,7 @@ def test_views_of_a_live_writer_killed_and_restarted(tmp_path: Path) -> None:
         seen = (-1, -1)
         while time.monotonic() < deadline:
             try:
-                got = check_view(reader, rng)
+                got = check_view(reader, rng, journal)
             except StaleViewError:
                 stats1["stale"] += 1
                 reader.refresh()
@@ -148,10 +183,10 @@ def test_views_of_a_live_writer_killed_and_restarted(tmp_path: Path) -> None:
         proc.stdout.close()
         proc.stderr.close()
         reader.refresh()  # whatever the kill left (a frame cut short included) reads as a state the writer had
-        check_view(reader, rng)
+        check_view(reader, rng, journal)
         # Phase 2: a new writer recovers the directory (cutting a torn tail) under the open view, then works on.
         proc = start_writer(path, 2, 600, final)
-        stats2 = read_under_fire(path, proc, rng, reader)
+        stats2 = read_under_fire(path, proc, rng, reader, journal)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err.decode(errors="replace")
         reader.refresh()
