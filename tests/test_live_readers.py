@@ -211,9 +211,11 @@ def test_cli_inspects_verifies_and_dumps_a_running_node(tmp_path: Path, capsys: 
             assert main(["verify", str(path)]) == 0, capsys.readouterr()
             out = capsys.readouterr().out
             assert "(live: a writer had the directory open): clean" in out, out
+            assert "(live): verified up to offset" in out, out  # which part of the tail was live
             assert main(["inspect", "--json", str(path)]) == 0
             info = json.loads(capsys.readouterr().out)
             assert info["segments"] and info["last_index"] >= info["first_index"] - 1
+            assert info["writer"] == "running"
             assert main(["dump", str(path)]) == 0
             lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
             idx = [x["index"] for x in lines]

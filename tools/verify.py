@@ -269,12 +269,16 @@ def _verify_segment(
     except CorruptionError as e:
         findings.append(Finding(CORRUPTION, sp, e.offset, e.index, e.reason))
         return 0, base - 1
+    if is_tail and run.live and not corrupt:
+        busy = len(bytes(buf[end:]).rstrip(b"\0"))
+        run.notes.append(
+            f"tail {sp} (live): verified up to offset {end}, entries up to {last}; "
+            + (f"the {busy} bytes after it were being written (a torn tail if the writer stopped)" if busy
+               else "nothing written after it yet")
+        )
     if torn or corrupt:
         if is_tail and not corrupt and run.live:
-            run.notes.append(
-                f"tail {sp}: verified up to offset {end} (entries up to {last}); the {len(buf) - end} bytes after it "
-                "were being written (a torn tail if the writer stopped)"
-            )
+            pass  # the writer's frame in progress: the live note above says so
         elif is_tail and not corrupt:
             findings.append(Finding(RECOVERABLE, sp, end, last + 1, "torn tail (cut at open)"))
         else:
