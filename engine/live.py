@@ -253,7 +253,9 @@ class LiveViewOps:
         """Move a read-only view forward to the directory's current state: the log
         up to the tail's last complete frame now, the hard state and key/value
         data as of the current manifest generation.  Reads in flight finish on the
-        old view.  A no-op for a writer (its view is always current).
+        old view; a thread that needs several calls to see one view (say
+        ``first_index()`` then ``get_entries_range``) must not race a refresh
+        from another thread.  A no-op for a writer (its view is always current).
 
         Durability: reads only, takes no lock a writer uses, changes no file.
         Complexity: O(tail segment + key/value bytes) (read whole, as at open);
