@@ -87,12 +87,10 @@ class WalEngine(KeyValueOps, LiveViewOps):
             durable.  ``save_hard_state`` is durable on return in both modes.
         fs: the file system to use (default: the real one); ``segwal.testing``
             passes recording or fault-injecting ones.
-        readonly: a view of the directory that takes no lock, opens nothing for
-            writing and changes no file, so it works beside a live writer (in any
-            process) and on a read-only mount: every entry up to the tail's last
-            complete frame at open, hard state and key/value data as of one
-            manifest generation; :meth:`refresh` moves it forward.  Mutating
-            calls raise.  See ``segwal.engine.live``.
+        readonly: a view that takes no lock, opens nothing for writing and changes
+            no file (beside a live writer in any process, or on a read-only mount),
+            as of one manifest generation; :meth:`refresh` moves it forward.
+            Mutating calls raise.  See ``segwal.engine.live``.
         preallocate: keep the tail segment written with zeros and synced a few
             MiB ahead of the writer, from a background thread, so appends do not
             pay for block allocation in their fdatasync.  Default: on for the
