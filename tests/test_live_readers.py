@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,7 +30,9 @@ from segwal.engine import StaleViewError, WalEngine
 
 CHILD = Path(__file__).with_name("live_writer_child.py")
 sys.path.insert(0, str(CHILD.parent))
-from live_writer_child import KEYS, SEGMENT_SIZE, parse  # noqa: E402
+import live_writer_child  # noqa: E402
+from live_support import Journal, check_view, final_state  # noqa: E402
+from live_writer_child import SEGMENT_SIZE  # noqa: E402
 
 
 def start_writer(path: Path, seed: int, ops: int, final: Path | None) -> subprocess.Popen[bytes]:
@@ -48,65 +49,6 @@ def start_writer(path: Path, seed: int, ops: int, final: Path | None) -> subproc
         _, err = proc.communicate()
         pytest.fail(f"writer did not start: {line!r} {err.decode(errors='replace')}")
     return proc
-
-
-class Journal:
-    """The writer's key/value journal: the exact state after each batch."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(str(path) + ".kv.jsonl")
-        self.batches: dict[int, list[list[str | None]]] = {}
-        self.pos = 0
-
-    def state_after(self, n: int) -> dict[bytes, bytes]:
-        if any(m not in self.batches for m in range(1, n + 1)):
-            with open(self.path) as f:
-                f.seek(self.pos)
-                for line in f:
-                    if not line.endswith("\n"):
-                        break
-                    self.pos += len(line.encode())
-                    if line.strip():
-                        m, changes = json.loads(line)
-                        self.batches[m] = changes
-        state: dict[bytes, bytes] = {}
-        for m in range(1, n + 1):
-            for k, v in self.batches[m]:
-                assert k is not None
-                if v is None:
-                    state.pop(k.encode(), None)
-                else:
-                    state[k.encode()] = v.encode()
-        return state
-
-
-def check_view(r: WalEngine, rng: random.Random, journal: Journal | None = None) -> tuple[int, int]:
-    """Check one view (see the module docstring); returns (last index, kv batch number)."""
-    first, last = r.first_index(), r.last_index()
-    ents = r.get_entries_range(first, last)
-    assert [e.index for e in ents] == list(range(first, first + len(ents)))
-    assert not ents or ents[-1].index == last, (first, last, len(ents))
-    prev = None
-    for e in ents:
-        i, t, v, p = parse(e.payload)
-        assert (i, t) == (e.index, e.term), f"entry {e.index} (term {e.term}) holds {e.payload[:40]!r}"
-        if prev is not None:
-            assert e.term >= prev[0], f"term goes down at {e.index}"
-            assert p == prev[1], f"entry {e.index} follows version {p}, the view has {prev[1]} before it"
-        prev = (e.term, v)
-    for i in rng.sample(range(first, last + 1), min(5, len(ents))):
-        assert r.entry(i) == ents[i - first]
-    hs = r.load_hard_state()
-    if hs is not None:
-        assert hs.commit_index <= last
-    seq_v = r.get(b"seq")
-    n = int(seq_v) if seq_v is not None else 0
-    kv = {k: v for k in [*KEYS, b"seq"] if (v := r.get(k)) is not None}
-    for k, val in kv.items():
-        assert int(val.split(b":")[0]) <= n, f"{k!r} holds batch {val[:12]!r}, newer than the view's {n}"
-    if journal is not None:
-        assert kv == journal.state_after(n), f"the key/value data is not the state after batch {n}"
-    return last, n
 
 
 def read_under_fire(
@@ -138,17 +80,6 @@ def read_under_fire(
                     stats["stale"] += 1
         reader.refresh()
     return stats
-
-
-def final_state(r: WalEngine) -> dict[str, Any]:
-    hs = r.load_hard_state()
-    la = r.last_applied()
-    return {
-        "entries": [[x.index, x.term, x.payload.decode()] for x in r.get_entries_range(r.first_index(), r.last_index())],
-        "kv": {k.decode(): v.decode() for k in sorted([*KEYS, b"seq"]) if (v := r.get(k)) is not None},
-        "hard": None if hs is None else [hs.current_term, hs.commit_index],
-        "applied": None if la is None else [la.term, la.index],
-    }
 
 
 def test_views_of_a_live_writer_killed_and_restarted(tmp_path: Path) -> None:
@@ -225,3 +156,28 @@ def test_cli_inspects_verifies_and_dumps_a_running_node(tmp_path: Path, capsys: 
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_a_reader_process_beside_a_writer_in_this_process(tmp_path: Path) -> None:
+    path = tmp_path / "node"
+    final, stop = tmp_path / "final.json", tmp_path / "stop"
+    with WalEngine(path, segment_size=SEGMENT_SIZE):
+        pass
+    reader = subprocess.Popen(
+        [sys.executable, str(CHILD.with_name("live_reader_child.py")), str(path), str(stop), str(final)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert reader.stdout is not None
+        assert reader.stdout.readline() == b"READY\n"
+        live_writer_child.main(str(path), 4, 400, str(final))  # the writer opens beside the reader's view
+        stop.touch()
+        out, err = reader.communicate(timeout=120)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
+    assert reader.returncode == 0, err.decode(errors="replace")
+    stats = json.loads(out.decode())
+    assert stats["views"] >= 5 and stats["progress"] >= 3, stats
