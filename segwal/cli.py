@@ -57,7 +57,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     path = _need_dir(args.dir)
     # No lock: a running node's directory is verified as it is (tools/verify.py).
-    report = verify(path, fs=OsFileSystem(), progress=None if args.json else _progress)
+    report = verify(path, fs=OsFileSystem(), progress=None if args.json else _progress, live=True if args.live else None)
     if args.json:
         print(json.dumps({
             "exit_status": report.exit_status,
@@ -74,7 +74,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         for n in report.live_notes:
             print(f"live: {n}")
         verdict = {0: "clean", 1: "recoverable findings only", 2: "CORRUPTION"}[report.exit_status]
-        when = " (live: a writer had the directory open)" if report.live else ""
+        when = " (live: read beside a writer at work)" if report.live else ""
         print(f"{report.segments} segments, {report.entries} entries, {report.bytes_scanned} bytes checked{when}: {verdict}")
     return report.exit_status
 
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="full checksum scan of every file (exit 0 clean, 1 recoverable, 2 corruption)")
     v.add_argument("dir")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--live", action="store_true",
+                   help="a writer may be at work (default: told from /proc/locks; assumed when it cannot be told)")
     v.set_defaults(func=_cmd_verify)
     du = sub.add_parser("dump", help="entries as JSON lines")
     du.add_argument("dir")

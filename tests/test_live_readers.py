@@ -141,7 +141,7 @@ def test_cli_inspects_verifies_and_dumps_a_running_node(tmp_path: Path, capsys: 
         for _ in range(3):
             assert main(["verify", str(path)]) == 0, capsys.readouterr()
             out = capsys.readouterr().out
-            assert "(live: a writer had the directory open): clean" in out, out
+            assert "(live: read beside a writer at work): clean" in out, out
             assert "(live): verified up to offset" in out, out  # which part of the tail was live
             assert main(["inspect", "--json", str(path)]) == 0
             info = json.loads(capsys.readouterr().out)
