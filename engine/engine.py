@@ -5,7 +5,7 @@ It validates every argument before touching anything (a bad call raises and
 changes nothing), serialises writers with one lock, and leaves crash safety to
 the layers below (see :mod:`segwal.engine.log`).  Directory layout::
 
-    <path>/LOCK            flock'ed while open
+    <path>/LOCK            flock'ed while a writer has it open (read-only views: no lock)
     <path>/MANIFEST        segments, purge boundary, KV generation (atomic replace)
     <path>/HARDSTATE       term, vote, commit index (atomic replace)
     <path>/<seq>.wal       log segments;  <path>/<seq>.idx  their offset indexes
@@ -30,6 +30,7 @@ import numpy as np
 from segwal.engine import hardstate as _hs
 from segwal.engine.checks import MAX_PAYLOAD, reject_batch
 from segwal.engine.keyvalue import KV_DIR, KeyValueOps
+from segwal.engine.live import LiveViewOps
 from segwal.engine.log import SegmentedLog
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest, encode_manifest
 from segwal.engine.segments import SegmentInfo
@@ -74,7 +75,7 @@ _BYTES_ONLY: Final = frozenset((bytes,))
 _le = operator.le
 
 
-class WalEngine(KeyValueOps):
+class WalEngine(KeyValueOps, LiveViewOps):
     """A durable Raft log, hard state and key/value store in one directory.
 
     Args:
@@ -88,8 +89,10 @@ class WalEngine(KeyValueOps):
             durable.  ``save_hard_state`` is durable on return in both modes.
         fs: the file system to use (default: the real one); ``segwal.testing``
             passes recording or fault-injecting ones.
-        readonly: open without writing anything (no repair, no lock upgrade);
-            mutating calls raise.
+        readonly: a view that takes no lock, opens nothing for writing and changes
+            no file (beside a live writer in any process, or on a read-only mount),
+            as of one manifest generation; :meth:`refresh` moves it forward.
+            Mutating calls raise.  See ``segwal.engine.live``.
         preallocate: keep the tail segment written with zeros and synced a few
             MiB ahead of the writer, from a background thread, so appends do not
             pay for block allocation in their fdatasync.  Default: on for the
@@ -106,7 +109,7 @@ class WalEngine(KeyValueOps):
             with the default ``fs`` (a custom file system decides for itself).
 
     Raises:
-        LockedError: another open engine (this or another process) holds the directory.
+        LockedError: another writer (this or another process) holds the directory.
         CorruptionError: the directory holds damaged or inconsistent data.
         StorageIOError: an I/O error while opening.
 
@@ -151,16 +154,17 @@ class WalEngine(KeyValueOps):
         self._kv: KVStore | None = None
         fsys = self._fs
         try:
-            if not readonly:
+            if readonly:  # no lock: a read-only view never keeps a writer out (engine/live.py)
+                if not fsys.isdir(self._path):
+                    raise FileNotFoundError(errno.ENOENT, "engine directory does not exist", self._path)
+            else:
                 make_dirs(fsys, self._path)
-            elif not fsys.isdir(self._path):
-                raise FileNotFoundError(errno.ENOENT, "engine directory does not exist", self._path)
-            try:
-                self._lock = fsys.lock(os.path.join(self._path, _LOCK_NAME))
-            except BlockingIOError:
-                raise LockedError(
-                    errno.EWOULDBLOCK, "engine directory is already open (locked by another engine)", self._path
-                ) from None
+                try:
+                    self._lock = fsys.lock(os.path.join(self._path, _LOCK_NAME))
+                except BlockingIOError:
+                    raise LockedError(
+                        errno.EWOULDBLOCK, "engine directory is already open (locked by another engine)", self._path
+                    ) from None
         except SegwalError:
             raise
         except OSError as e:
@@ -186,6 +190,8 @@ class WalEngine(KeyValueOps):
         self._closed = False
 
     def _open(self) -> None:
+        if self._readonly:
+            return self._open_view()
         fsys = self._fs
         mpath = os.path.join(self._path, MANIFEST_NAME)
         data = read_file(fsys, mpath)

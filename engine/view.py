@@ -14,6 +14,7 @@ import struct
 import threading
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -126,6 +127,10 @@ class LogReader:
         self._rewrites = 0
         #: the thread making the current change (a read it makes itself is not waited for)
         self._rewriter = 0
+        #: called with a read's error once it is known not to be this process's writer at
+        #: work; a read-only view of a live directory raises StaleViewError there when the
+        #: other process's writer removed what the read needed (``segwal.engine.live``)
+        self.on_failed_read: Callable[[BaseException], None] | None = None
         self._segs: list[LiveSegment] = [LiveSegment(directory, r) for r in manifest.segments]
         self._tail_term = 0
         self._ckpt_end = 0
@@ -218,8 +223,9 @@ class LogReader:
                     )
                 raise CorruptionError("entry checksum mismatch", path=seg.path, offset=off, index=index)
             return _new(Entry, (index, term, payload))
-        except (SegwalError, OSError, TypeError, IndexError):
+        except (SegwalError, OSError, TypeError, IndexError) as e:
             if self._settled(v):
+                self._failed(e)
                 raise
             return self.entry(index)  # the writer changed the log under this read: read again
 
@@ -244,8 +250,9 @@ class LogReader:
                     out.extend(_read_range(m if m is not None else b"", idx.array(), seg.base, start, stop, seg.path))
                     start = stop + 1
                 k += 1
-        except (SegwalError, OSError, TypeError, IndexError):
+        except (SegwalError, OSError, TypeError, IndexError) as e:
             if self._settled(v):
+                self._failed(e)
                 raise
             return self.entries(first, last)  # the writer changed the log under this read: read again
         if (c0 != self._rewrites or c0 & 1) and self._rewriter != threading.get_ident():
@@ -267,6 +274,14 @@ class LogReader:
                 break
             time.sleep(0.0002)
         return self._view is v
+
+    def _failed(self, exc: BaseException) -> None:
+        """A read failed for good on this log's view: let :attr:`on_failed_read`
+        (a read-only view's check against the writer's newer manifest) turn it
+        into :class:`~segwal.errors.StaleViewError` when the writer explains it."""
+        check = self.on_failed_read
+        if check is not None:
+            check(exc)
 
     def term_of(self, index: int) -> int | None:
         """Term of the entry at ``index``, of the purge boundary, or None."""

@@ -444,7 +444,9 @@ def scan_file(
             )
         frames = rec.frames
         seg.end, seg.last_crc = rec.end, rec.last_crc
-        if rec.torn:
+        if rec.torn and readonly:
+            log.info("key/value file %s: read up to offset %d; what follows is being written or torn", path, rec.end)
+        elif rec.torn:
             log.warning("key/value file %s: torn tail at offset %d cut off", path, rec.end)
             if not readonly:
                 seg.cut_torn_tail()

@@ -68,6 +68,8 @@ def _load(self: KVStore, name: str, seq: int, *, last: bool, rec: KVFile | None 
         readonly=self._readonly, prealloc=self._prealloc,
     )
     self._files.append(seg)  # closed by open() if the scan fails
+    if last and self._readonly:
+        seg.snapshot()  # a live writer may append to it or cut it: read a copy
     if rec is not None and seg.uid != rec.uid:
         raise CorruptionError(
             f"stale key/value file: uid {seg.uid:#x}, the manifest lists {rec.uid:#x}", path=seg.path, offset=24

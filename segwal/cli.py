@@ -14,7 +14,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from segwal.errors import CorruptionError, SegwalError
 
@@ -88,35 +87,27 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             print(f"{rep.objects} objects, {rep.entries} entries, {rep.bytes_scanned} bytes checked: {verdict}")
         return rep.exit_status
     path = _need_dir(args.dir)
-    fs = OsFileSystem()
-    lock = _lock(fs, path)
-    try:
-        report = verify(path, fs=fs, progress=None if args.json else _progress)
-    finally:
-        lock.release()
+    # No lock: a running node's directory is verified as it is (tools/verify.py).
+    report = verify(path, fs=OsFileSystem(), progress=None if args.json else _progress, live=True if args.live else None)
     if args.json:
         print(json.dumps({
             "exit_status": report.exit_status,
             "segments": report.segments,
             "entries": report.entries,
             "bytes": report.bytes_scanned,
+            "live": report.live,
+            "live_notes": list(report.live_notes),
             "findings": [dataclasses.asdict(f) for f in report.findings],
         }, indent=2))
     else:
         for f in report.findings:
             print(str(f))
+        for n in report.live_notes:
+            print(f"live: {n}")
         verdict = {0: "clean", 1: "recoverable findings only", 2: "CORRUPTION"}[report.exit_status]
-        print(f"{report.segments} segments, {report.entries} entries, {report.bytes_scanned} bytes checked: {verdict}")
+        when = " (live: read beside a writer at work)" if report.live else ""
+        print(f"{report.segments} segments, {report.entries} entries, {report.bytes_scanned} bytes checked{when}: {verdict}")
     return report.exit_status
-
-
-def _lock(fs: Any, path: str) -> Any:
-    from segwal.errors import LockedError
-
-    try:
-        return fs.lock(os.path.join(path, "LOCK"))
-    except BlockingIOError:
-        raise LockedError(11, "engine directory is open elsewhere (locked)", path) from None
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
@@ -174,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--store-option", action="append", default=[], metavar="KEY=VALUE",
                    help="object-store URL only: store option (endpoint=..., client.allow_http=true)")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--live", action="store_true",
+                   help="a writer may be at work (default: told from /proc/locks; assumed when it cannot be told)")
     v.set_defaults(func=_cmd_verify)
     du = sub.add_parser("dump", help="entries as JSON lines")
     du.add_argument("dir", help="engine directory, or object-store URL, opened read-only")

@@ -73,7 +73,7 @@ def repair(path: str, *, force: bool = False, fs: FileSystem | None = None) -> R
     except BlockingIOError:
         raise LockedError(11, "engine directory is open elsewhere (locked)", path) from None
     try:
-        report = verify(path, fs=fs)
+        report = verify(path, fs=fs, live=False)  # it holds the lock: no writer is at work
     finally:
         lock.release()
     lines: list[str] = [str(f) for f in report.findings]
