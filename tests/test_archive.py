@@ -301,9 +301,11 @@ def test_retention_pass_racing_a_restore_spares_its_plan(tmp_path: Path) -> None
             fired.append(apply_retention(seam, "r", 0))  # every snapshot is old enough: remove all it may
 
     seam.on_get = race
-    res = restore(seam, "r", tmp_path / "x")  # planned before the pass: its lease protects its plan
+    # planned before the pass (entries 1..40: no snapshot below them): its lease protects its plan
+    res = restore(seam, "r", tmp_path / "x", to_index=40)
     assert fired and fired[0].spared, "the retention pass ran during the restore and found the lease"
-    assert res.last_index == 60 and res.kv_snapshot_index == 45
+    assert set(fired[0].spared) & {n for n in seam.objects if "/log/" in n}
+    assert res.last_index == 40 and res.kv_snapshot_index == 0
     seam.on_get = None
     again = apply_retention(seam, "r", 0)  # the lease is gone: the rest goes now
     assert again.deleted
