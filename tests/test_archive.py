@@ -207,7 +207,7 @@ def test_missing_object_makes_restore_refuse_and_name_it(tmp_path: Path) -> None
 def test_object_names_never_become_paths(tmp_path: Path) -> None:
     seam = DictSeam()
     _archive(tmp_path, seam)
-    payload = seam.objects[sorted(n for n in seam.objects if n.startswith("p/log/"))[0]]
+    payload = seam.objects[min(n for n in seam.objects if n.startswith("p/log/"))]
     for evil in ("p/log/../../escape", "p/../escape", "p/kv/../../../escape", "p/log//abs/escape",
                  "p/state/..%2f..%2fescape", "p/seal/../../escape"):
         seam.objects[evil] = payload

@@ -28,7 +28,7 @@ pytest.importorskip("obstore")
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from archive_node_child import payload  # noqa: E402
+from archive_node_child import payload
 
 ROOT = HERE.parent
 

@@ -18,6 +18,7 @@ restore that finds a retention pass at work waits for it and plans again
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -40,6 +41,7 @@ __all__ = ["LEASE_SECONDS", "RestoreResult", "active_json", "read_archived_posit
 #: How long a restore's lease protects its plan from retention (renewed never: a restore is shorter).
 LEASE_SECONDS = 3600.0
 _BATCH = 1 << 15
+log = logging.getLogger("segwal.archive")
 
 
 @dataclass(frozen=True)
@@ -195,8 +197,8 @@ def restore(store: Any, prefix: str, dest_dir: str | os.PathLike[str], *, to_ind
     finally:
         try:
             seam.delete([lease])
-        except Exception:  # noqa: BLE001 - it expires anyway
-            pass
+        except Exception as e:  # noqa: BLE001 - it expires anyway
+            log.warning("restore lease %s not removed (it expires): %s", lease, e)
 
 
 def _fetch(seam: ObjectStoreSeam, cat: Catalog, plan: Plan) -> Iterator[tuple[LogName, list[Entry], int]]:

@@ -31,7 +31,7 @@ from segwal.storage.archive.format import HEADER_SIZE, K_FLOOR, encode_object, f
 from segwal.storage.archive.restore import active_json
 from segwal.storage.objectstore.seam import as_seam
 
-__all__ = ["apply_retention", "RetentionResult"]
+__all__ = ["RetentionResult", "apply_retention"]
 
 _PASS_SECONDS = 600.0
 
