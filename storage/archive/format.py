@@ -203,6 +203,15 @@ def encode_delta(seq: int, entries: list[Entry], engine_id: int, first: int | No
     return encode_object(K_DELTA, seq, f, n, engine_id, body), slots["check"].copy()
 
 
+def encode_columns(seq: int, first: int, terms: np.ndarray, plens: np.ndarray, checks: np.ndarray, payloads: bytes,
+                   engine_id: int) -> bytes:
+    """A delta object from columns (the slots' terms, payload lengths, check values) and
+    the payloads back to back, as :func:`segwal.engine.tap.segment_raw` reads them.  O(bytes)."""
+    slots = np.zeros(len(terms), dtype=_SLOT)
+    slots["term"], slots["plen"], slots["check"] = terms, plens, checks
+    return encode_object(K_DELTA, seq, first, len(terms), engine_id, slots.tobytes() + payloads)
+
+
 def _slots(body: memoryview, count: int, name: str) -> np.ndarray:
     if count > len(body) // _SLOT.itemsize:
         raise CorruptionError(f"entry count {count} does not fit the object's {len(body)} body bytes", path=name,
