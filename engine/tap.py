@@ -202,6 +202,34 @@ def _short(seg: LiveSegment, start: int, end: int) -> None:
     raise CorruptionError(f"the segment's index does not reach entries {start}..{end}", path=seg.idx_path, index=start)
 
 
+def append_columns(engine: WalEngine, first: int, terms: np.ndarray, payloads: Sequence[bytes | memoryview]) -> None:
+    """Append entries ``first ..`` given as a term column and payloads (bytes-like) at the
+    end of ``engine``'s log, as one batch: what a restore writes, without building
+    ``Entry`` objects.  The batch must extend the log (``first == last_index()+1``)
+    with terms non-decreasing from the last entry's.
+
+    Durability: as ``persist_entries``.  Complexity: O(n + bytes), one frame.
+
+    Raises:
+        ValueError: the batch does not extend the log, or a term decreases.
+    """
+    n = len(payloads)
+    if n == 0:
+        return
+    if len(terms) != n:
+        raise ValueError(f"{len(terms)} terms for {n} payloads")
+    t = np.asarray(terms, dtype=np.uint64)
+    sizes = np.fromiter(map(len, payloads), dtype=np.uint64, count=n)
+    total = int(sizes.sum())
+    with engine._wlock:
+        lg = engine._writable()
+        if first != lg.last_index() + 1:
+            raise ValueError(f"entry {first}: an appended batch must start at {lg.last_index() + 1}")
+        if bool((t[1:] < t[:-1]).any()) or int(t[0]) < lg.last_term():
+            raise ValueError(f"entries {first}..{first + n - 1}: terms decrease")
+        lg.append(first, t, payloads, total, sizes)  # type: ignore[arg-type]
+
+
 def segment_entries(engine: WalEngine | None, ref: SegmentRef, start: int, end: int) -> list[Entry]:
     """Entries ``start..end`` of segment ``ref`` (which may be a held segment that a
     purge already unlinked), verified.  O(their bytes)."""
