@@ -162,7 +162,10 @@ def segment_raw(engine: WalEngine | None, ref: SegmentRef, start: int, end: int)
         offs = idx.array()[start - seg.base : end - seg.base + 1].astype(np.int64)
         n = len(offs)
         if n != end - start + 1:
-            return None if engine is not None and _stable(engine) != c0 else _short(seg, start, end)
+            if engine is not None and _stable(engine) != c0:
+                return None
+            raise CorruptionError(f"the segment's index does not reach entries {start}..{end}", path=seg.idx_path,
+                                  index=start)
         words = np.frombuffer(buf, dtype="<u8", count=len(buf) // 8)
         halves = np.frombuffer(buf, dtype="<u4", count=len(buf) // 4)
         if n and (bool((offs & 7).any()) or int(offs.max()) + 24 > len(buf)):
@@ -196,10 +199,6 @@ def segment_raw(engine: WalEngine | None, ref: SegmentRef, start: int, end: int)
     if engine is not None and _stable(engine) != c0:
         return None
     return RawEntries(start, terms, plens, checks, payloads)
-
-
-def _short(seg: LiveSegment, start: int, end: int) -> None:
-    raise CorruptionError(f"the segment's index does not reach entries {start}..{end}", path=seg.idx_path, index=start)
 
 
 def append_columns(engine: WalEngine, first: int, terms: np.ndarray, payloads: Sequence[bytes | memoryview]) -> None:

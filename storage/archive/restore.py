@@ -105,7 +105,7 @@ def read_archived_position(store: Any, prefix: str = "") -> int:
         return 0
     run = next((r for r in reversed(rp.runs) if r.first <= end <= r.last), None)
     if run is not None and not run.obj.gap:
-        _read_delta(seam, cat, run.obj)
+        _read_delta(cat, run.obj, _get(seam, cat, run.obj))
     return end
 
 
