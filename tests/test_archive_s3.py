@@ -1,4 +1,4 @@
-"""The archive against the session's SeaweedFS S3 server: the archiver thread and the ``segwal archive run`` sidecar beside a node that rotates, overwrites and purges; SIGKILL of the sidecar mid-run, resume; the node killed, then restore; re-seeding after a restore.
+"""The archive against the session's SeaweedFS S3 server and a local store (obstore LocalStore): the archiver thread and the ``segwal archive run`` sidecar beside a node that rotates, overwrites and purges; SIGKILL of the sidecar mid-run, resume; the node killed, then restore; re-seeding after a restore.
 
 Each test uses its own prefix of the shared bucket.
 """

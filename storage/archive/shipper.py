@@ -28,6 +28,7 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -126,16 +127,20 @@ class Shipper:
         self.fp_base = lo
         n = max(0, self.last - lo + 1)
         fp = np.full(n, _NO_CHECK, dtype=np.uint64)
-        for r in self.runs:
-            a, b = max(r.first, lo), r.last
-            if a > b or r.obj.gap:
-                continue
+        wanted = [(r, max(r.first, lo)) for r in self.runs if not r.obj.gap and max(r.first, lo) <= r.last]
+
+        def slots(item: tuple[Run, int]) -> tuple[Run, int, np.ndarray]:
+            r, a = item
             name = join(self.prefix, r.obj.name)
-            pos0, pos1 = a - r.obj.first, b - r.obj.first
+            pos1 = r.last - r.obj.first
             raw = self.seam.get_range(name, 0, HEADER_SIZE + 24 * (pos1 + 1))
             if raw is None or len(raw) < HEADER_SIZE + 24 * (pos1 + 1):
                 raise CorruptionError("archived delta is missing or short", path=name)
-            fp[a - lo : b - lo + 1] = delta_checks(raw, name, pos1 + 1)[pos0:]
+            return r, a, delta_checks(raw, name, pos1 + 1)[a - r.obj.first :]
+
+        with ThreadPoolExecutor(8) as pool:  # one ranged GET of the slot table per delta, 8 at a time
+            for r, a, checks in pool.map(slots, wanted):
+                fp[a - lo : r.last - lo + 1] = checks
         self.fp = fp
         self.verified.clear()
         if cat.states:
