@@ -164,8 +164,9 @@ def segment_raw(engine: WalEngine | None, ref: SegmentRef, start: int, end: int)
         if n != end - start + 1:
             if engine is not None and _stable(engine) != c0:
                 return None
-            raise CorruptionError(f"the segment's index does not reach entries {start}..{end}", path=seg.idx_path,
-                                  index=start)
+            raise CorruptionError(
+                f"the segment's index does not reach entries {start}..{end}", path=seg.idx_path, index=start
+            )
         words = np.frombuffer(buf, dtype="<u8", count=len(buf) // 8)
         halves = np.frombuffer(buf, dtype="<u4", count=len(buf) // 4)
         if n and (bool((offs & 7).any()) or int(offs.max()) + 24 > len(buf)):

@@ -208,8 +208,14 @@ def test_object_names_never_become_paths(tmp_path: Path) -> None:
     seam = DictSeam()
     _archive(tmp_path, seam)
     payload = seam.objects[min(n for n in seam.objects if n.startswith("p/log/"))]
-    for evil in ("p/log/../../escape", "p/../escape", "p/kv/../../../escape", "p/log//abs/escape",
-                 "p/state/..%2f..%2fescape", "p/seal/../../escape"):
+    for evil in (
+        "p/log/../../escape",
+        "p/../escape",
+        "p/kv/../../../escape",
+        "p/log//abs/escape",
+        "p/state/..%2f..%2fescape",
+        "p/seal/../../escape",
+    ):
         seam.objects[evil] = payload
     (tmp_path / "dest").mkdir()
     res = restore(seam, "p", tmp_path / "dest" / "r")
@@ -217,7 +223,9 @@ def test_object_names_never_become_paths(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path / "dest")) == ["r"]
     assert not any("escape" in n for n in os.listdir(tmp_path))
     rep = verify_archive(seam, "p")
-    assert sum("not an archive object name" in f for f in rep.findings) == 5  # p/../escape is outside the prefix's folders
+    assert (
+        sum("not an archive object name" in f for f in rep.findings) == 5
+    )  # p/../escape is outside the prefix's folders
 
 
 def test_restore_refuses_a_symlinked_destination(tmp_path: Path) -> None:
@@ -293,7 +301,6 @@ def test_retention_pass_racing_a_restore_spares_its_plan(tmp_path: Path) -> None
         if k == 4:
             node.apply([(b"k", b"v")], applied=LogId(1, 45))
         arch.sync_now()
-    node.close()
     fired: list[Any] = []
 
     def race(name: str) -> None:
@@ -311,6 +318,11 @@ def test_retention_pass_racing_a_restore_spares_its_plan(tmp_path: Path) -> None
     assert again.deleted
     res2 = restore(seam, "r", tmp_path / "y")
     assert (res2.first_index, res2.last_index) == (46, 60)
+    # an archiver restarted on the node (which still holds 1..60) resumes above the floor: nothing re-shipped
+    logs = {n for n in seam.objects if "/log/" in n}
+    assert Archiver(node, seam, "r").sync_now() == 60
+    assert {n for n in seam.objects if "/log/" in n} == logs
+    node.close()
     with pytest.raises(ValueError):
         restore(seam, "r", tmp_path / "z", to_index=20)  # below the retention floor now
 

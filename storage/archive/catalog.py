@@ -149,8 +149,9 @@ def replay(cat: Catalog, upto: int | None = None) -> Replay:
             continue  # below the retention floor: being removed
         if o.seq != expect:
             what = "appears twice (two archivers on one prefix?)" if o.seq < expect else "is missing"
-            raise CorruptionError(f"log object {min(expect, o.seq)} {what} "
-                                  f"(before {cat.full(o.name)})", path=cat.full(o.name))
+            raise CorruptionError(
+                f"log object {min(expect, o.seq)} {what} (before {cat.full(o.name)})", path=cat.full(o.name)
+            )
         if upto is not None and o.seq > upto:
             break
         if done == 0:
@@ -158,8 +159,11 @@ def replay(cat: Catalog, upto: int | None = None) -> Replay:
             if last > 0:
                 runs.append(Run(1, last, LogName("(before the archive)", 0, 1, last, True, 0)))
         if not 1 <= o.first <= last + 1:
-            raise CorruptionError(f"log object starts at index {o.first}, after the archived log's end {last}",
-                                  path=cat.full(o.name), index=o.first)
+            raise CorruptionError(
+                f"log object starts at index {o.first}, after the archived log's end {last}",
+                path=cat.full(o.name),
+                index=o.first,
+            )
         while runs and runs[-1].first >= o.first:
             runs.pop()
         if runs and runs[-1].last >= o.first:
@@ -215,7 +219,9 @@ def plan_restore(cat: Catalog, target: int | None = None) -> tuple[Plan, list[Kv
     if target > full.last:
         past = [s for s, last in full.lasts.items() if last >= target]
         if not past:
-            raise ValueError(f"to_index {target} is beyond every archived log (highest {max(full.lasts.values(), default=0)})")
+            raise ValueError(
+                f"to_index {target} is beyond every archived log (highest {max(full.lasts.values(), default=0)})"
+            )
         rp = replay(cat, max(past))
     else:
         rp = full
@@ -239,9 +245,11 @@ def _gap_text(cat: Catalog, rp: Replay, target: int, base: int = 0) -> str:
         return f"index {target} is not restorable"
     r = g[-1]
     where = cat.full(r.obj.name) if r.obj.seq else "entries below the archive's first object"
-    return (f"cannot restore at {target}: entries {r.first}..{r.last} are a gap in the archive ({where}: "
-            f"the node dropped them before they were archived) and no key/value snapshot at or after {r.last} "
-            f"and at or below {target} covers them")
+    return (
+        f"cannot restore at {target}: entries {r.first}..{r.last} are a gap in the archive ({where}: "
+        f"the node dropped them before they were archived) and no key/value snapshot at or after {r.last} "
+        f"and at or below {target} covers them"
+    )
 
 
 def restorable_end(cat: Catalog, rp: Replay) -> int | None:
