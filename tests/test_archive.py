@@ -406,3 +406,23 @@ def test_cli_verify_and_restore(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert bad.name in capsys.readouterr().out
     assert main(["restore", url, str(tmp_path / "r2")]) == 2
     assert bad.name in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
+def test_restore_at_n_of_an_older_generation_never_mixes_in_a_later_snapshot(tmp_path: Path) -> None:
+    seam = DictSeam()
+    with WalEngine(tmp_path / "node") as node:
+        arch = Archiver(node, seam, "m", kv_snapshot_interval=0)
+        node.persist_entries(ents(1, 20, 1))
+        node.apply([(b"k", b"gen1")], applied=LogId(1, 6))
+        arch.sync_now()
+        node.truncate(5)  # not what a Raft node does below its applied index; the archive must still not mix
+        node.persist_entries(ents(5, 12, 2, "b"))
+        node.apply([(b"k", b"gen2")], applied=LogId(2, 10))
+        arch.sync_now()
+    # 15 only ever existed in the first generation: the snapshot at 10 (second generation) does not fit it
+    r = restore(seam, "m", tmp_path / "old", to_index=15)
+    assert r.kv_snapshot_index == 6
+    same_as(tmp_path / "old", ents(7, 15, 1), base=6, kv={b"k": b"gen1"})
+    r = restore(seam, "m", tmp_path / "new")
+    assert (r.kv_snapshot_index, r.last_index) == (10, 12)
+    same_as(tmp_path / "new", ents(11, 12, 2, "b"), base=10, kv={b"k": b"gen2"})

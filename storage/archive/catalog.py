@@ -12,7 +12,11 @@ the object); restore never crosses it.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from segwal.errors import CorruptionError
 from segwal.storage.archive.format import (
@@ -196,13 +200,26 @@ class Plan:
         return out
 
 
-def _kv_candidates(cat: Catalog, target: int) -> list[KvRef]:
-    return [k for k in reversed(cat.kvs) if k.index <= target]
+def _kv_candidates(cat: Catalog, target: int, upto: int) -> Iterator[KvRef]:
+    """Key/value snapshots at or below ``target`` that fit the history replayed up to log
+    object ``upto``, newest first: no log object written between the snapshot and
+    ``upto`` (in either order) rewrote an entry at or below its applied index, so the
+    entries it was applied from are the ones this history holds.  O(objects) per
+    snapshot looked at."""
+    seqs = [o.seq for o in cat.logs]
+    firsts = np.array([o.first for o in cat.logs], dtype=np.uint64)
+    for k in reversed(cat.kvs):
+        if k.index > target:
+            continue
+        a, b = sorted((k.seq, upto))
+        i, j = bisect_right(seqs, a), bisect_right(seqs, b)
+        if i < j and int(firsts[i:j].min()) <= k.index:
+            continue  # the log it was applied from was cut or overwritten in between
+        yield k
 
 
-def plan_restore(cat: Catalog, target: int | None = None) -> tuple[Plan, list[KvRef]]:
-    """The plan for restoring at ``target`` (``None``: the latest restorable index), and
-    the older key/value snapshots to fall back on.  O(objects).
+def plan_restore(cat: Catalog, target: int | None = None) -> Plan:
+    """The plan for restoring at ``target`` (``None``: the archived log's last index).  O(objects).
 
     Raises:
         CorruptionError: damage in the sequence of log objects.
@@ -225,8 +242,8 @@ def plan_restore(cat: Catalog, target: int | None = None) -> tuple[Plan, list[Kv
         rp = replay(cat, max(past))
     else:
         rp = full
-    kvs = _kv_candidates(cat, target)
-    base = kvs[0].index if kvs else 0
+    kv = next(_kv_candidates(cat, target, rp.seq), None)
+    base = kv.index if kv is not None else 0
     blocking = [r for r in rp.runs if r.obj.gap and r.last > base and r.first <= target]
     if blocking:
         raise ValueError(_gap_text(cat, rp, target, base))
@@ -236,7 +253,7 @@ def plan_restore(cat: Catalog, target: int | None = None) -> tuple[Plan, list[Kv
         if a <= b:
             runs.append(Run(a, b, r.obj))
     state = cat.states[-1][2] if cat.states else None
-    return Plan(target, base, kvs[0] if kvs else None, runs, rp.seq, state), kvs[1:]
+    return Plan(target, base, kv, runs, rp.seq, state)
 
 
 def _gap_text(cat: Catalog, rp: Replay, target: int, base: int = 0) -> str:
@@ -266,10 +283,10 @@ def restorable_end(cat: Catalog, rp: Replay) -> int | None:
         while j > 0 and not runs[j - 1].obj.gap:
             j -= 1
         lo, hi = runs[j].first, runs[k - 1].last
-        if lo == 1 or any(lo - 1 <= s.index <= hi for s in cat.kvs):
+        if lo == 1 or any(lo - 1 <= s.index for s in _kv_candidates(cat, hi, rp.seq)):
             return hi
         # a snapshot inside a gap, or past it, may still cover it
         k = j
-    if any(s.index == rp.last for s in cat.kvs) and rp.last:
+    if rp.last and any(s.index == rp.last for s in _kv_candidates(cat, rp.last, rp.seq)):
         return rp.last
     return None

@@ -164,7 +164,7 @@ def _planned(
     deadline = time.monotonic() + 600
     while True:
         cat = read_catalog(seam, prefix)
-        plan, _older = plan_restore(cat, to_index)
+        plan = plan_restore(cat, to_index)
         lease = _lease(seam, cat, plan, lease_seconds)
         passes = active_json(seam, read_catalog(seam, prefix).passes)
         if not passes:
