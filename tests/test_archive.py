@@ -426,3 +426,30 @@ def test_restore_at_n_of_an_older_generation_never_mixes_in_a_later_snapshot(tmp
     r = restore(seam, "m", tmp_path / "new")
     assert (r.kv_snapshot_index, r.last_index) == (10, 12)
     same_as(tmp_path / "new", ents(11, 12, 2, "b"), base=10, kv={b"k": b"gen2"})
+
+
+def test_retention_pass_between_a_restores_listing_and_its_lease_makes_it_plan_again(tmp_path: Path) -> None:
+    seam = DictSeam()
+    node = WalEngine(tmp_path / "node")
+    arch = Archiver(node, seam, "q", kv_snapshot_interval=0)
+    node.persist_entries(ents(1, 50, 1))
+    node.apply([(b"k", b"45")], applied=LogId(1, 45))
+    arch.sync_now()
+    real_put = seam.put
+    done: list[Any] = []
+
+    def put(name: str, data: bytes, *, create: bool = False, write_id: str | None = None) -> None:
+        if "/lease/" in name and not done:  # the restore listed and planned (snapshot at 45): now, before its lease,
+            done.append(1)  # the node moves on and a retention pass removes what that plan named
+            node.persist_entries(ents(51, 60, 1))
+            node.apply([(b"k", b"55")], applied=LogId(1, 55))
+            arch.sync_now()
+            done.append(apply_retention(seam, "q", 0))
+        real_put(name, data, create=create, write_id=write_id)
+
+    seam.put = put  # type: ignore[method-assign]
+    res = restore(seam, "q", tmp_path / "r")
+    assert done and any("/kv/" in d for d in done[1].deleted)  # the planned snapshot at 45 went
+    assert (res.kv_snapshot_index, res.last_index) == (55, 60)
+    same_as(tmp_path / "r", ents(56, 60, 1), base=55, kv={b"k": b"55"})
+    node.close()

@@ -195,9 +195,8 @@ class Plan:
     state: str | None
 
     def objects(self) -> list[str]:
-        """The full keys this plan reads (lease contents)."""
-        out = [r.obj.name for r in self.runs]
-        return out
+        """The log objects this plan reads (names relative to the prefix).  O(runs)."""
+        return [r.obj.name for r in self.runs]
 
 
 def _kv_candidates(cat: Catalog, target: int, upto: int) -> Iterator[KvRef]:

@@ -149,10 +149,13 @@ def _check_dest(dest: str) -> tuple[str, str]:
     return dest, parent
 
 
+def _lease_objects(cat: Catalog, plan: Plan) -> list[str]:
+    return [cat.full(o) for o in plan.objects()] + ([plan.kv.name] if plan.kv else [])
+
+
 def _lease(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, seconds: float) -> str:
     name = join(cat.prefix, f"lease/{uuid.uuid4().hex}.json")
-    objs = [cat.full(o) for o in plan.objects()] + ([plan.kv.name] if plan.kv else [])
-    doc = {"expires": time.time() + seconds, "target": plan.target, "objects": objs}
+    doc = {"expires": time.time() + seconds, "target": plan.target, "objects": _lease_objects(cat, plan)}
     seam.put(name, json.dumps(doc).encode(), create=True)
     return name
 
@@ -166,13 +169,17 @@ def _planned(
         cat = read_catalog(seam, prefix)
         plan = plan_restore(cat, to_index)
         lease = _lease(seam, cat, plan, lease_seconds)
-        passes = active_json(seam, read_catalog(seam, prefix).passes)
-        if not passes:
+        now = read_catalog(seam, prefix)
+        passes = active_json(seam, now.passes)
+        gone = [n for n in _lease_objects(cat, plan) if n not in now.sizes]
+        if not passes and not gone:
             return cat, plan, lease
-        seam.delete([lease])  # a pass began before it could see the lease: wait for it, then plan again
+        # a pass began before it could see the lease, or one ran between the LIST and the lease:
+        # wait for it, then plan again
+        seam.delete([lease])
         if time.monotonic() > deadline:
-            raise TimeoutError(f"a retention pass ({passes[0][0]}) kept the archive busy for 600 s")
-        time.sleep(0.2)
+            raise TimeoutError(f"retention passes kept the archive busy for 600 s ({passes[:1] or gone[:1]})")
+        time.sleep(0.2 if passes else 0.0)
 
 
 def restore(
