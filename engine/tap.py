@@ -28,9 +28,8 @@ import numpy as np
 import xxhash
 
 from segwal.engine.segments import LiveSegment
-from segwal.engine.view import _read_range
 from segwal.errors import CorruptionError, StaleViewError
-from segwal.types import Entry, LogId
+from segwal.types import LogId
 
 if TYPE_CHECKING:
     from segwal.engine.engine import WalEngine
@@ -42,7 +41,6 @@ __all__ = [
     "hold_segment",
     "log_segments",
     "segment_checks",
-    "segment_entries",
     "set_purge_hold",
 ]
 
@@ -228,20 +226,6 @@ def append_columns(engine: WalEngine, first: int, terms: np.ndarray, payloads: S
         if bool((t[1:] < t[:-1]).any()) or int(t[0]) < lg.last_term():
             raise ValueError(f"entries {first}..{first + n - 1}: terms decrease")
         lg.append(first, t, payloads, total, sizes)  # type: ignore[arg-type]
-
-
-def segment_entries(engine: WalEngine | None, ref: SegmentRef, start: int, end: int) -> list[Entry]:
-    """Entries ``start..end`` of segment ``ref`` (which may be a held segment that a
-    purge already unlinked), verified.  O(their bytes)."""
-    seg = ref.handle
-    if seg.index is None or seg.file is None:
-        if engine is None:
-            raise StaleViewError(f"{seg.path}: segment is not mapped")
-        engine._log._opened(seg)
-    idx, f = seg.index, seg.file
-    assert idx is not None and f is not None
-    m = f.map
-    return _read_range(m if m is not None else b"", idx.array(), seg.base, start, end, seg.path)
 
 
 def hold_segment(engine: WalEngine, ref: SegmentRef) -> int:
