@@ -1,8 +1,8 @@
-"""The archiver's read-only tap into an engine's log: segment identities, per-entry check values and the purge hold hook.
+"""The archive's tap into an engine's log: segment identities, per-entry check values, raw entry columns, the purge hold hook, and column appends for restore.
 
-``segwal.storage.archive`` ships a node's log to an object store.  It needs
-three things the public ``StorageEngine`` calls do not give, all served here
-without touching the append path:
+``segwal.storage.archive`` ships a node's log to an object store and builds
+engine directories back from it.  It needs what the public ``StorageEngine``
+calls do not give, all served here without touching the append path:
 
 * :func:`log_segments`: the segments of the engine's current view (sequence
   number, activation uid, first and last index, sealed or tail), so that a
@@ -16,7 +16,12 @@ without touching the append path:
   the segments the purge is about to unlink, before it unlinks them.  The hook
   may map them (:func:`hold_segment`): an unlinked file stays readable while
   mapped, so the archiver can still ship it, and its disk space is freed when
-  the archiver lets it go.  Never called on the append path.
+  the archiver lets it go.  Never called on the append path;
+* :func:`segment_raw`: a range of entries as columns (terms, lengths, check
+  values) and their payloads back to back, each payload verified once: what a
+  delta is made of, without building ``Entry`` objects;
+* :func:`append_columns`: the restore side, appending such columns as one
+  batch.
 """
 
 from __future__ import annotations
@@ -37,10 +42,13 @@ if TYPE_CHECKING:
 __all__ = [
     "LogState",
     "PurgeHold",
+    "RawEntries",
     "SegmentRef",
+    "append_columns",
     "hold_segment",
     "log_segments",
     "segment_checks",
+    "segment_raw",
     "set_purge_hold",
 ]
 
