@@ -77,7 +77,7 @@ def main() -> int:
     from segwal.errors import LockedError
     from segwal.integrations.pysyncobj import SegwalJournal, segwal_journal
 
-    counts = {"clears": 0, "purges": 0}
+    counts = {"clears": 0, "purges": 0, "installs": 0}
     clear0, purge0 = SegwalJournal.clear, SegwalJournal.deleteEntriesTo
 
     def counted_clear(self: SegwalJournal) -> None:
@@ -90,6 +90,16 @@ def main() -> int:
 
     SegwalJournal.clear = counted_clear  # type: ignore[method-assign]
     SegwalJournal.deleteEntriesTo = counted_purge  # type: ignore[method-assign]
+    from segwal.integrations.pysyncobj.dumpstore import UploadingSerializer
+
+    install0 = UploadingSerializer.setTransmissionData
+
+    def counted_install(self: UploadingSerializer, data: object) -> bool:
+        done = install0(self, data)
+        counts["installs"] += done  # snapshots received whole (object-store journals only)
+        return done
+
+    UploadingSerializer.setTransmissionData = counted_install  # type: ignore[method-assign]
     if args.unsafe == "ack-before-sync":
         SegwalJournal.sync = lambda self: None  # type: ignore[method-assign]
         SegwalJournal.onOneSecondTimer = lambda self: None  # type: ignore[method-assign]
@@ -99,7 +109,8 @@ def main() -> int:
         from segwal.integrations.pysyncobj.dumpstore import DumpKeeper
 
         def late_save(self: DumpKeeper, first: int) -> None:
-            payload = open(self.path, "rb").read()
+            with open(self.path, "rb") as f:
+                payload = f.read()
             threading.Timer(5.0, lambda: self.save_payload(first, payload)).start()
 
         DumpKeeper.save = late_save  # type: ignore[method-assign]
@@ -213,6 +224,7 @@ def main() -> int:
             "journal_last": journal[-1][1],
             "clears": counts["clears"],
             "purges": counts["purges"],
+            "installs": counts["installs"],
             "n_keys": len(items),
             "digest": digest,
             "values_ok": ok,

@@ -432,12 +432,13 @@ def test_kill_all_test_catches_a_journal_that_acknowledges_before_writing(make_c
     assert lost, f"expected committed keys to be lost, all {len(committed)} survived"
 
 
-def run_fresh_disk(make_cluster, server, unsafe: str = "none") -> None:
+def run_fresh_disk(make_cluster, server, unsafe: str = "none", snapshot: bool = False) -> None:
     """A follower whose journal is in the object store compacts its log (PySyncObj
     log compaction: the dump is written, the journal purged), is killed at once,
     loses its local disk (dump included) and is restarted on an empty directory
     while the cluster goes on: it must recover its state from the store (dump and
-    log) and catch up by replication, without a snapshot install."""
+    log) and catch up by replication, without a snapshot install.  ``snapshot``:
+    then the same after a snapshot install (the state it installed is in the store)."""
     nodes = make_cluster("--compact-min", "100000", "--unsafe", unsafe, *store_args(server))
     leader = wait_for(lambda: leader_of(nodes), "a leader")
     leader.cmd("put", 0, 300)
@@ -457,11 +458,32 @@ def run_fresh_disk(make_cluster, server, unsafe: str = "none") -> None:
     assert rec is not None and rec["dump"] and rec["purge_boundary"], rec  # purged, and the dump came back
     assert rec["journal_first"] == rec["purge_boundary"] + 1 > 1, rec
     sts = check_final_state(nodes, committed)
-    assert sts[nodes.index(victim)]["clears"] == 0, sts  # its own state, not a snapshot install
+    assert sts[nodes.index(victim)]["installs"] == 0, sts  # its own state, not a snapshot install
+    if not snapshot:
+        return
+    # 2. the follower misses what the others' compaction removes: it installs a snapshot,
+    #    is killed right after, loses its disk again, and must recover the installed state
+    victim.kill9()
+    leader.cmd("put", 400, 100)
+    wait_for(lambda: set(range(400, 500)) <= acked(leader)[0], "100 acks with the follower down again")
+    _compact_all([n for n in nodes if n.alive])
+    victim.start()
+    wait_for(lambda: victim.cmd("status")["installs"] >= 1, "the follower to install a snapshot")
+    committed = acked(leader)[0]
+    wait_for(lambda: committed <= set(victim.cmd("keys")["keys"]), "the follower to hold every key")
+    victim.kill9()
+    shutil.rmtree(victim.dir)
+    victim.start()
+    assert victim.recovered is not None and victim.recovered["dump"], victim.recovered
+    sts = check_final_state(nodes, committed)
+    # the installed state came back from the store (restarted before the entries after the
+    # snapshot were written, the log is empty and the journal is cleared to the dump: clears=1)
+    assert sts[nodes.index(victim)]["installs"] == 0, sts
 
 
 def test_node_recovers_from_the_object_store_alone(make_cluster, seaweedfs):
-    run_fresh_disk(make_cluster, seaweedfs)
+    """After a log compaction, and after a snapshot install."""
+    run_fresh_disk(make_cluster, seaweedfs, snapshot=True)
 
 
 def test_fresh_disk_test_catches_a_purge_before_the_dump_is_stored(make_cluster, seaweedfs):

@@ -171,7 +171,7 @@ def test_the_journal_uses_only_the_storage_engine_protocol(tmp_path):
     (tmp_path / "d").write_bytes(b"x")
     j.deleteEntriesTo(10)
     j.deleteEntriesFrom(20)
-    assert [x[1] for x in j[:3]] == [11, 12, 13] and list(j.entries_from(11, 10))[0][1] == 11
+    assert [x[1] for x in j[:3]] == [11, 12, 13] and j.entries_from(11, 10)[0][1] == 11
     j.clear()
     j.add(b"s", 100, 3)
     j.flush()
