@@ -59,7 +59,8 @@ Fencing: dump objects are immutable under unique names, so a stale (fenced)
 writer can add dump objects but never change one.  Which dump counts is
 decided by the log, whose every write is fenced; dumps are garbage collected
 only after this writer's purge succeeded (a fenced writer's purge raises first)
-and only below the first index of that purge, which no later log goes below.
+and only below the log's first index after that purge: never the dump the log
+needs, and every later log start uploads its own dump before it exists.
 Every dump is the state machine at a committed index of the same node, so
 even a stale writer's dump is a correct state where it is chosen.
 """
