@@ -360,7 +360,7 @@ class SegwalJournal:
 
     def __len__(self) -> int:
         n = self._last - self._first + 1
-        return max(0, n)
+        return n if n > 0 else 0  # noqa: FURB136 - a conditional is cheaper than max() on this hot path
 
     def __iter__(self) -> Iterator[Item]:
         # Without this, iteration would go through __getitem__ until IndexError.
