@@ -131,6 +131,8 @@ class LogReader:
         #: work; a read-only view of a live directory raises StaleViewError there when the
         #: other process's writer removed what the read needed (``segwal.engine.live``)
         self.on_failed_read: Callable[[BaseException], None] | None = None
+        #: called by ``purge`` with the segments it is about to unlink (``segwal.engine.tap``)
+        self.purge_hold: Callable[[list[LiveSegment]], None] | None = None
         self._segs: list[LiveSegment] = [LiveSegment(directory, r) for r in manifest.segments]
         self._tail_term = 0
         self._ckpt_end = 0

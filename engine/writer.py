@@ -35,7 +35,7 @@ from segwal.wal.format import (
 )
 from segwal.wal.segment import SegmentFile, io_error
 
-__all__ = ["LogWriter", "CHECKPOINT_BYTES", "CHECKPOINT_FRAMES"]
+__all__ = ["CHECKPOINT_BYTES", "CHECKPOINT_FRAMES", "LogWriter"]
 
 log = logging.getLogger("segwal")
 
@@ -383,6 +383,12 @@ class LogWriter(LogReader):
         try:
             self._write_manifest(nm)
             self._segs = keep
+            hold = self.purge_hold
+            if hold is not None and gone:
+                try:  # an archiver maps what it has not shipped yet (engine/tap.py); never on the append path
+                    hold(gone)
+                except Exception as e:  # noqa: BLE001 - the purge is committed: the hook cannot undo it
+                    log.warning("purge hold hook failed: %s", e)
             self._delete_files(gone)
             if not keep:
                 self._tail_term = cutoff.term
