@@ -1,0 +1,536 @@
+"""``segwal bench --archive``: segwal's archiver and ``segwal restore`` against Litestream 0.5, on one SeaweedFS bucket.
+
+Three figures (the targets are issue 14's):
+
+1. **Restore** of an N-entry log (default 1,000,000 entries of 100 random
+   bytes, written in calls of 1,000): ``segwal restore URL DIR`` of the
+   archive an in-process :class:`~segwal.storage.archive.Archiver` made while
+   a ``WalEngine`` was written, against ``litestream restore`` of a
+   :class:`~segwal.storage.sqlite.SqliteEngine` database holding the same
+   entries, replicated by ``litestream replicate`` while it was written.
+   Litestream's restore is timed after its own level-1 compaction has covered
+   every level-0 file (it runs at each 30 s wall-clock boundary with the
+   defaults; the bench waits for it, bounded), so it restores its start
+   snapshot plus the L1 files.  Both are child processes timed wall-clock,
+   interleaved, ``--restores`` rounds; each result is checked afterwards.
+   Target: segwal's median no slower than Litestream's.
+2. **Archive lag**: a steady load (``--rate`` calls/s of ``--per-call``
+   entries, ``--lag-seconds`` long); lag = when a poller (every ``--poll``
+   s) first sees the call's last index in the bucket minus when the durable
+   call returned.  segwal: ``read_archived_position``; Litestream: its level-0
+   LTX objects' header timestamps (:mod:`.archive_load`).  Target: segwal's
+   p99 <= tail interval + 1 s.
+3. **Writer CPU**: CPU time of the appending thread per one-entry
+   ``persist_entries`` (``time.thread_time``), a ``WalEngine`` with an
+   in-process ``Archiver`` running against one without, ``--pairs``
+   interleaved pairs (order alternating).  Target: median ratio <= 1.05.
+
+Also reported: bytes uploaded per byte the node wrote (the archiver's own
+status) and uploaded bytes per payload byte for both.  ``--quick`` shrinks
+every size (a smoke run: the targets refer to a full run).  Timing is never
+asserted; the exit status is 0 when the run completed, 1 when a part failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .archive_load import (
+    Commit,
+    LitestreamPoller,
+    PositionPoller,
+    cpu_per_call,
+    lags,
+    make_batches,
+    steady_appends,
+    summary,
+)
+from .peers.litestream import SNAPSHOT_LEVEL, Litestream
+
+__all__ = ["build_parser", "main"]
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = (
+    os.path.join(HERE, "results")
+    if os.path.exists(os.path.join(os.path.dirname(HERE), "pyproject.toml"))
+    else os.path.join(os.getcwd(), "bench-results")
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``segwal bench --archive``."""
+    ap = argparse.ArgumentParser(prog="segwal bench --archive", description=__doc__.split("\n")[0])
+    ap.add_argument("--archive", action="store_true", help="(selects this benchmark)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few seconds")
+    ap.add_argument("--figures", default="restore,lag,cpu", help="comma-separated subset of restore,lag,cpu")
+    ap.add_argument("--entries", type=int, default=None, help="log size of the restore figure (default 1,000,000)")
+    ap.add_argument("--payload", type=int, default=100, help="payload bytes per entry (default 100)")
+    ap.add_argument("--restores", type=int, default=None, help="interleaved restore rounds (default 3)")
+    ap.add_argument("--rate", type=float, default=100.0, help="append calls per second of the lag load (default 100)")
+    ap.add_argument("--per-call", type=int, default=10, help="entries per call of the lag load (default 10)")
+    ap.add_argument("--lag-seconds", type=float, default=None, help="length of each lag run (default 30 s)")
+    ap.add_argument("--poll", type=float, default=0.05, help="archive poll period of the lag figure (default 0.05 s)")
+    ap.add_argument("--tail-interval", type=float, default=1.0, help="the archiver's tail interval (default 1 s)")
+    ap.add_argument("--pairs", type=int, default=None, help="interleaved pairs of the CPU figure (default 10)")
+    ap.add_argument("--cpu-appends", type=int, default=None, help="timed one-entry appends per CPU run (default 5,000)")
+    ap.add_argument("--endpoint", default=None, help="an S3 endpoint on 127.0.0.1 (default: start SeaweedFS)")
+    ap.add_argument("--bucket", default="segwal-test", help="the bucket at --endpoint")
+    ap.add_argument("--data-dir", default=None, help="where the engines are written (default: a temp dir)")
+    ap.add_argument("--out", default=DEFAULT_OUT, help="directory for the JSON (default bench/results in a checkout)")
+    ap.add_argument("--no-json", action="store_true", help="write no JSON")
+    ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs/benchmarks.md)")
+    ap.add_argument("--seed", type=int, default=20261204)
+    ap.add_argument("--label", default="", help="free text stored in the JSON")
+    return ap
+
+
+@dataclass
+class Env:
+    """What every figure needs: the S3 server, a store on its bucket, scratch space, options."""
+
+    server: Any
+    store: Any
+    work: str
+    args: argparse.Namespace
+    rng: random.Random
+
+    def url(self, prefix: str) -> str:
+        return f"s3://{self.server.bucket}/{prefix}"
+
+    def store_options(self) -> list[str]:
+        out: list[str] = []
+        for key, value in self.server.url_options().items():
+            out += ["--store-option", f"{key}={value}"]
+        return out
+
+    def scratch(self, name: str) -> str:
+        return os.path.join(self.work, f"{name}-{uuid.uuid4().hex[:8]}")
+
+    def log(self, msg: str) -> None:
+        print(f"[archive bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _tree_bytes(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def _status(arch: Any) -> dict[str, float]:
+    st = arch.status()
+    get = st.get if isinstance(st, dict) else (lambda k, d=None: getattr(st, k, d))
+    return {k: float(get(k, 0) or 0) for k in ("shipped_index", "lag_seconds", "bytes_uploaded", "bytes_written_by_node")}
+
+
+# ---------------------------------------------------------------- figure 1: restore
+
+
+def _fill_segwal(env: Env, batches: list[list[Any]], prefix: str) -> dict[str, float]:
+    from segwal.engine import WalEngine
+    from segwal.storage.archive import Archiver, read_archived_position
+
+    d = env.scratch("wal")
+    last = batches[-1][-1].index
+    t = time.perf_counter()
+    with WalEngine(d) as eng, Archiver(eng, env.store, prefix, tail_interval=env.args.tail_interval) as arch:
+        for b in batches:
+            eng.persist_entries(b)
+        written = time.perf_counter() - t
+        arch.sync_now()
+        st = _status(arch)
+    pos = int(read_archived_position(env.store, prefix))
+    if pos < last:
+        raise RuntimeError(f"segwal archive at {prefix} holds up to {pos}, expected {last}")
+    shutil.rmtree(d, ignore_errors=True)
+    return {"write_s": written, "archived_s": time.perf_counter() - t, **st}
+
+
+def _restore_segwal(env: Env, prefix: str, dest: str) -> float:
+    cmd = [sys.executable, "-m", "segwal", "restore", env.url(prefix), dest, *env.store_options()]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    dt = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(f"segwal restore failed ({r.returncode}): {r.stderr[-2000:]}")
+    return dt
+
+
+def _check_wal(dest: str, batches: list[list[Any]], rng: random.Random) -> None:
+    from segwal.engine import WalEngine
+
+    last = batches[-1][-1].index
+    with WalEngine(dest, readonly=True) as eng:
+        if eng.last_index() != last or eng.first_index() != batches[0][0].index:
+            raise RuntimeError(f"segwal restore of {dest}: [{eng.first_index()}, {eng.last_index()}], expected "
+                               f"[{batches[0][0].index}, {last}]")
+        for b in rng.sample(batches, min(20, len(batches))):
+            e = b[rng.randrange(len(b))]
+            if eng.entry(e.index) != e:
+                raise RuntimeError(f"segwal restore of {dest}: entry {e.index} differs")
+
+
+def _check_sqlite(db: str, batches: list[list[Any]], rng: random.Random) -> None:
+    from segwal.storage.sqlite import SqliteEngine
+
+    d = tempfile.mkdtemp(dir=os.path.dirname(db))
+    os.replace(db, os.path.join(d, "segwal.sqlite3"))
+    with SqliteEngine(d) as eng:
+        last = batches[-1][-1].index
+        if eng.last_index() != last:
+            raise RuntimeError(f"litestream restore of {db}: last index {eng.last_index()}, expected {last}")
+        for b in rng.sample(batches, min(20, len(batches))):
+            e = b[rng.randrange(len(b))]
+            if eng.entry(e.index) != e:
+                raise RuntimeError(f"litestream restore of {db}: entry {e.index} differs")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _start_litestream(env: Env, path: str) -> tuple[Any, Litestream]:
+    from segwal.storage.sqlite import DB_NAME, SqliteEngine
+
+    d = env.scratch("sqlite")
+    eng = SqliteEngine(d)
+    ls = Litestream(os.path.join(d, DB_NAME), env.server.endpoint, env.server.bucket, path, env.scratch("ls"))
+    ls.start()
+    deadline = time.monotonic() + 60
+    while not ls.objects(env.store, SNAPSHOT_LEVEL):  # its start snapshot: replication is running
+        ls.check_running()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"litestream took no start snapshot within 60 s: {ls.log_tail()}")
+        time.sleep(0.2)
+    return eng, ls
+
+
+def fig_restore(env: Env, out: dict[str, Any]) -> None:
+    """Figure 1 (see the module docs); fills ``out['restore']``."""
+    a = env.args
+    n = a.entries or (20_000 if a.quick else 1_000_000)
+    rounds = a.restores or (1 if a.quick else 3)
+    batches = make_batches(1, n, 1000, a.payload, env.rng)
+    seg_prefix = f"bench-archive/{uuid.uuid4().hex[:10]}"
+    env.log(f"restore: writing {n} entries into a WalEngine with the Archiver running")
+    seg_fill = _fill_segwal(env, batches, seg_prefix)
+    env.log(f"restore: writing {n} entries into SqliteEngine with litestream replicate running")
+    ls_path = f"bench-litestream/{uuid.uuid4().hex[:10]}"
+    eng, ls = _start_litestream(env, ls_path)
+    try:
+        t = time.perf_counter()
+        with eng:
+            for b in batches:
+                eng.persist_entries(b)
+        ls_write = time.perf_counter() - t
+        env.log("restore: waiting for Litestream's level-1 compaction to cover every level-0 file")
+        waited = ls.wait_compacted(env.store, 1, timeout=120)
+        plan = sorted({(o.level, o.min_txid, o.max_txid) for o in ls.objects(env.store)})
+        ls_bytes = sum(o.size for o in ls.objects(env.store))
+        seg_times: list[float] = []
+        ls_times: list[float] = []
+        for k in range(rounds):
+            for who in (("segwal", "litestream") if k % 2 == 0 else ("litestream", "segwal")):
+                if who == "segwal":
+                    dest = env.scratch("restored-wal")
+                    seg_times.append(_restore_segwal(env, seg_prefix, dest))
+                    _check_wal(dest, batches, env.rng)
+                    shutil.rmtree(dest, ignore_errors=True)
+                else:
+                    dest = env.scratch("restored-sqlite")
+                    os.makedirs(dest)
+                    db = os.path.join(dest, "out.db")
+                    ls_times.append(ls.restore(db))
+                    _check_sqlite(db, batches, env.rng)
+                    shutil.rmtree(dest, ignore_errors=True)
+            env.log(f"restore round {k + 1}/{rounds}: segwal {seg_times[-1]:.2f} s, litestream {ls_times[-1]:.2f} s")
+    finally:
+        ls.stop()
+        eng.close()
+    payload = n * a.payload
+    out["restore"] = {
+        "entries": n, "payload": a.payload, "per_call": 1000, "rounds": rounds,
+        "segwal_s": seg_times, "litestream_s": ls_times,
+        "segwal_median_s": statistics.median(seg_times), "litestream_median_s": statistics.median(ls_times),
+        "paired_ratio_median": statistics.median(s / t for s, t in zip(seg_times, ls_times, strict=True)),
+        "segwal_fill": seg_fill, "litestream_write_s": ls_write, "litestream_compaction_wait_s": waited,
+        "litestream_objects": [list(p) for p in plan],
+        "segwal_uploaded_per_written": seg_fill["bytes_uploaded"] / max(1.0, seg_fill["bytes_written_by_node"]),
+        "segwal_uploaded_per_payload": seg_fill["bytes_uploaded"] / payload,
+        "litestream_bucket_per_payload": ls_bytes / payload,
+    }
+
+
+# ---------------------------------------------------------------- figure 2: lag
+
+
+def _lag_segwal(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
+    from segwal.engine import WalEngine
+    from segwal.storage.archive import Archiver
+
+    a = env.args
+    prefix = f"bench-archive-lag/{uuid.uuid4().hex[:10]}"
+    d = env.scratch("wal-lag")
+    with WalEngine(d) as eng, Archiver(eng, env.store, prefix, tail_interval=a.tail_interval) as arch:
+        arch.sync_now()
+        poller = PositionPoller(env.store, prefix, a.poll)
+        poller.start()
+        try:
+            commits = steady_appends(eng.persist_entries, batches, a.rate)
+            caught_up = poller.wait_for(commits[-1].index, a.tail_interval + 30)
+        finally:
+            poller.stop()
+        st = _status(arch)
+    shutil.rmtree(d, ignore_errors=True)
+    xs, missing = lags(commits, poller.seen)
+    payload = sum(len(b) for b in batches) * a.payload
+    return {"lag": summary(xs).to_json(), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
+            "poll_errors": poller.errors[:5], "load_s": commits[-1].at - commits[0].at, **st,
+            "uploaded_per_written": st["bytes_uploaded"] / max(1.0, st["bytes_written_by_node"]),
+            "uploaded_per_payload": st["bytes_uploaded"] / payload}
+
+
+def _lag_litestream(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
+    a = env.args
+    eng, ls = _start_litestream(env, f"bench-litestream-lag/{uuid.uuid4().hex[:10]}")
+    commits: list[Commit] = []
+    poller = LitestreamPoller(ls, env.store, commits, a.poll)
+    try:
+        poller.start()
+
+        def persist(b: list[Any]) -> None:
+            eng.persist_entries(b)
+
+        period = 1.0 / a.rate
+        t0 = time.monotonic()
+        for k, b in enumerate(batches):  # the same schedule as steady_appends, into the list the poller reads
+            delay = t0 + k * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            persist(b)
+            commits.append(Commit(b[-1].index, time.time()))
+        caught_up = poller.wait_for(commits[-1].index, 30)
+    finally:
+        poller.stop()
+        ls.stop()
+        eng.close()
+    xs, missing = lags(commits, poller.seen)
+    payload = sum(len(b) for b in batches) * a.payload
+    return {"lag": summary(xs).to_json(), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
+            "poll_errors": poller.errors[:5], "load_s": commits[-1].at - commits[0].at,
+            "l0_uploaded_per_payload": poller.bytes_listed / payload}
+
+
+def fig_lag(env: Env, out: dict[str, Any]) -> None:
+    """Figure 2 (see the module docs); fills ``out['lag']``."""
+    a = env.args
+    seconds = a.lag_seconds or (3.0 if a.quick else 30.0)
+    calls = max(2, int(seconds * a.rate))
+    batches = make_batches(1, calls * a.per_call, a.per_call, a.payload, env.rng)
+    env.log(f"lag: segwal, {calls} calls of {a.per_call} entries at {a.rate:g}/s")
+    seg = _lag_segwal(env, batches)
+    env.log(f"lag: litestream, the same load; segwal p99 was {seg['lag']['p99']:.3f} s")
+    lit = _lag_litestream(env, batches)
+    out["lag"] = {"rate": a.rate, "per_call": a.per_call, "seconds": seconds, "poll_s": a.poll,
+                  "tail_interval": a.tail_interval, "segwal": seg, "litestream": lit}
+
+
+# ---------------------------------------------------------------- figure 3: CPU pairs
+
+
+def _cpu_run(env: Env, with_archiver: bool, batches: list[list[Any]], warmup: int) -> float:
+    from segwal.engine import WalEngine
+
+    d = env.scratch("wal-cpu")
+    with WalEngine(d) as eng:
+        if with_archiver:
+            from segwal.storage.archive import Archiver
+
+            prefix = f"bench-archive-cpu/{uuid.uuid4().hex[:10]}"
+            with Archiver(eng, env.store, prefix, tail_interval=env.args.tail_interval) as arch:
+                arch.sync_now()
+                x = cpu_per_call(eng.persist_entries, batches, warmup)
+        else:
+            x = cpu_per_call(eng.persist_entries, batches, warmup)
+    shutil.rmtree(d, ignore_errors=True)
+    return x
+
+
+def fig_cpu(env: Env, out: dict[str, Any]) -> None:
+    """Figure 3 (see the module docs); fills ``out['cpu']``."""
+    a = env.args
+    pairs = a.pairs or (2 if a.quick else 10)
+    n = a.cpu_appends or (300 if a.quick else 5000)
+    warmup = max(50, n // 10)
+    batches = make_batches(1, n + warmup, 1, a.payload, env.rng)
+    without: list[float] = []
+    with_: list[float] = []
+    for k in range(pairs):
+        for arch in ((False, True) if k % 2 == 0 else (True, False)):
+            (with_ if arch else without).append(_cpu_run(env, arch, batches, warmup))
+        env.log(f"cpu pair {k + 1}/{pairs}: without {without[-1] * 1e6:.1f} us, with {with_[-1] * 1e6:.1f} us")
+    ratios = [w / o for w, o in zip(with_, without, strict=True)]
+    out["cpu"] = {"pairs": pairs, "appends_per_run": n, "warmup": warmup, "per_call": 1,
+                  "without_us": [x * 1e6 for x in without], "with_us": [x * 1e6 for x in with_],
+                  "ratios": ratios, "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+                  "ratio_max": max(ratios), "without_median_us": statistics.median(without) * 1e6,
+                  "with_median_us": statistics.median(with_) * 1e6}
+
+
+FIGURES = {"restore": fig_restore, "lag": fig_lag, "cpu": fig_cpu}
+
+
+# ---------------------------------------------------------------- report
+
+
+def _targets(res: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    out: list[tuple[str, str, bool]] = []
+    if "restore" in res:
+        r = res["restore"]
+        out.append((f"restore of {r['entries']:,} entries no slower than Litestream's",
+                    f"{r['segwal_median_s']:.2f} s vs {r['litestream_median_s']:.2f} s",
+                    r["segwal_median_s"] <= r["litestream_median_s"]))
+    if "lag" in res:
+        g = res["lag"]
+        p99 = g["segwal"]["lag"]["p99"]
+        ok = p99 <= g["tail_interval"] + 1.0 and g["segwal"]["missing"] == 0
+        out.append((f"archive lag p99 <= tail interval + 1 s = {g['tail_interval'] + 1:g} s",
+                    f"{p99:.3f} s ({g['segwal']['missing']} never seen)", ok))
+    if "cpu" in res:
+        c = res["cpu"]
+        out.append((f"writer CPU per append with archiver <= 1.05x without ({c['pairs']} pairs)",
+                    f"{c['ratio_median']:.3f}x", c["ratio_median"] <= 1.05))
+    return out
+
+
+def format_table(res: dict[str, Any], markdown: bool) -> str:
+    """The figures as rows ``figure | segwal | Litestream | note``, plain or markdown."""
+    rows: list[tuple[str, str, str, str]] = []
+    if "restore" in res:
+        r = res["restore"]
+        rows.append((f"restore, {r['entries']:,} entries x {r['payload']} B (median of {r['rounds']}; all runs)",
+                     f"{r['segwal_median_s']:.2f} s ({', '.join(f'{x:.2f}' for x in r['segwal_s'])})",
+                     f"{r['litestream_median_s']:.2f} s ({', '.join(f'{x:.2f}' for x in r['litestream_s'])})",
+                     f"paired ratio segwal/Litestream {r['paired_ratio_median']:.2f}"))
+        rows.append(("bytes in the bucket per payload byte (restore log)",
+                     f"{r['segwal_uploaded_per_payload']:.2f}", f"{r['litestream_bucket_per_payload']:.2f}",
+                     f"segwal uploaded/written by node {r['segwal_uploaded_per_written']:.2f}"))
+    if "lag" in res:
+        g = res["lag"]
+        for key in ("median", "p90", "p99", "max"):
+            load = f"{g['rate']:g} calls/s x {g['per_call']}, {g['seconds']:g} s, poll {g['poll_s'] * 1000:g} ms"
+            rows.append((f"archive lag {key} ({load})",
+                         f"{g['segwal']['lag'][key]:.3f} s", f"{g['litestream']['lag'][key]:.3f} s",
+                         f"tail interval {g['tail_interval']:g} s; Litestream sync interval 1 s"))
+        rows.append(("lag load: appends never seen in the archive", str(g["segwal"]["missing"]),
+                     str(g["litestream"]["missing"]), ""))
+        rows.append(("bytes uploaded per byte written by the node (lag run)",
+                     f"{g['segwal']['uploaded_per_written']:.2f}", "",
+                     "per payload byte: segwal {:.2f}, Litestream L0 {:.2f}".format(
+                         g["segwal"]["uploaded_per_payload"], g["litestream"]["l0_uploaded_per_payload"])))
+    if "cpu" in res:
+        c = res["cpu"]
+        rows.append((f"writer CPU per 1-entry append, with/without archiver ({c['pairs']} pairs)",
+                     f"{c['ratio_median']:.3f}x (min {c['ratio_min']:.3f}, max {c['ratio_max']:.3f})", "",
+                     f"without {c['without_median_us']:.1f} us, with {c['with_median_us']:.1f} us (medians)"))
+    head = ("figure", "segwal", "Litestream 0.5", "note")
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+    else:
+        w = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+        lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in [head, *rows]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the archive benchmark; print a table, write the JSON; 0 when it completed (timing is never asserted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    figures = [f.strip() for f in args.figures.split(",") if f.strip()]
+    for f in figures:
+        if f not in FIGURES:
+            print(f"segwal bench --archive: --figures: unknown figure {f!r} (choose from {', '.join(FIGURES)})",
+                  file=sys.stderr)
+            return 2
+    for name in ("entries", "restores", "pairs", "cpu-appends"):
+        value = getattr(args, name.replace("-", "_"))
+        if value is not None and value < 1:
+            print(f"segwal bench --archive: --{name} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    if args.rate <= 0 or args.poll <= 0 or args.tail_interval <= 0 or args.per_call < 1 or args.payload < 1:
+        print("segwal bench --archive: --rate, --poll, --tail-interval must be > 0; --per-call, --payload >= 1",
+              file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = tempfile.mkdtemp(prefix="segwal-bench-archive-", dir=args.data_dir)
+    server: Any = None
+    res: dict[str, Any] = {}
+    started = time.time()
+    status = 0
+    try:
+        from segwal.testing.seaweedfs import SeaweedServer, start_seaweedfs
+
+        if args.endpoint is None:
+            server = start_seaweedfs(work)
+        else:
+            server = SeaweedServer(args.endpoint, args.bucket, None, work, [])  # type: ignore[arg-type]
+        env = Env(server, server.store(), work, args, random.Random(args.seed))
+        for f in figures:
+            t = time.perf_counter()
+            FIGURES[f](env, res)
+            env.log(f"{f} done in {time.perf_counter() - t:.0f} s")
+    except (RuntimeError, ImportError) as e:
+        print(f"segwal bench --archive: {e}", file=sys.stderr)
+        status = 1
+    finally:
+        if server is not None and server.proc is not None:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    mode = "quick" if args.quick else "full"
+    print(f"segwal bench --archive ({mode}; SeaweedFS S3 on 127.0.0.1; litestream {_litestream_version()})")
+    print(format_table(res, args.markdown))
+    for name, value, ok in _targets(res):
+        print(f"{'- ' if args.markdown else '  '}target: {name}: {value}: {'met' if ok else 'MISSED'}")
+    if args.quick:
+        print("(--quick: reduced sizes; the targets refer to a full run.)")
+    if not args.no_json and res:
+        doc = {"schema": 1, "command": "segwal bench " + " ".join(argv), "mode": mode, "label": args.label,
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+               "elapsed_s": time.time() - started, "litestream": _litestream_version(), "figures": res,
+               "targets": [{"name": n, "value": v, "met": ok} for n, v, ok in _targets(res)],
+               "complete": status == 0}
+        os.makedirs(args.out, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+        path = os.path.join(args.out, f"archive-{mode}-{stamp}.json")
+        for dest in (path, os.path.join(args.out, f"archive-latest-{mode}.json")):
+            with open(dest, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=1, default=str)
+        print(f"wrote {path}")
+    return status
+
+
+def _litestream_version() -> str:
+    from .peers.litestream import litestream_binary
+
+    binary = litestream_binary()
+    if binary is None:
+        return "missing"
+    try:
+        return subprocess.run([binary, "version"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"? ({e})"
