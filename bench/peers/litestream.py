@@ -172,8 +172,25 @@ class Litestream:
 
         return ltx_timestamp_ms(bytes(obstore.get_range(store, obj.key, start=0, end=LTX_HEADER)))
 
-    def wait_compacted(self, store: Any, level: int, timeout: float) -> float:
-        """Wait until level ``level``'s highest TXID reaches level 0's; return the seconds waited.
+    def wait_synced(self, store: Any, after: float, timeout: float) -> int:
+        """Wait until a level-0 object created after ``after`` (Unix s) is in the bucket: every commit that
+        returned before ``after`` is then replicated.  Returns that object's max TXID; RuntimeError on timeout."""
+        deadline = time.monotonic() + timeout
+        seen: set[str] = set()
+        while True:
+            self.check_running()
+            for obj in sorted(self.objects(store, 0), key=lambda o: o.max_txid, reverse=True):
+                if obj.key in seen:
+                    break
+                seen.add(obj.key)
+                if self.header_timestamp_ms(store, obj) > after * 1000:
+                    return obj.max_txid
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"litestream did not sync the last commit within {timeout:.0f} s: {self.log_tail()}")
+            time.sleep(0.2)
+
+    def wait_compacted(self, store: Any, level: int, txid: int, timeout: float) -> float:
+        """Wait until level ``level`` (or a snapshot) reaches ``txid``; return the seconds waited.
 
         Litestream compacts L0 into L1 at each 30 s wall-clock boundary (its default), so
         ``level=1`` waits at most ~30 s plus the compaction.  RuntimeError after ``timeout``.
@@ -182,13 +199,11 @@ class Litestream:
         while True:
             self.check_running()
             objs = self.objects(store)
-            top0 = max((o.max_txid for o in objs if o.level == 0), default=0)
-            top = max((o.max_txid for o in objs if o.level == level), default=0)
-            snap = max((o.max_txid for o in objs if o.level == SNAPSHOT_LEVEL), default=0)
-            if top0 > 0 and max(top, snap) >= top0:
+            top = max((o.max_txid for o in objs if o.level in (level, SNAPSHOT_LEVEL)), default=0)
+            if top >= txid:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"litestream did not compact level {level} to TXID {top0:x} within {timeout:.0f} s "
+                raise RuntimeError(f"litestream did not compact level {level} to TXID {txid:x} within {timeout:.0f} s "
                                    f"(it has {top:x}): {self.log_tail()}")
             time.sleep(0.5)
 
