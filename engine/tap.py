@@ -113,7 +113,7 @@ def segment_checks(engine: WalEngine, ref: SegmentRef, start: int, end: int) -> 
         pos = (offs + 16) >> 3
         if len(pos) and (int(pos.max()) >= len(words) or bool((offs & 7).any())):
             raise CorruptionError("slot offset outside the segment", path=ref.handle.path, index=start)
-        checks = words[pos].astype(np.uint64)
+        checks: np.ndarray = words[pos].astype(np.uint64)
         del words
     except (CorruptionError, OSError) as e:
         if _stable(engine) != c0:
@@ -143,7 +143,7 @@ def hold_segment(engine: WalEngine, ref: SegmentRef) -> int:
     """Map segment ``ref`` (and its index) so that it stays readable after the writer
     unlinks it; returns its size in bytes.  Called from a :data:`PurgeHold` hook,
     in the writer's thread.  O(1), or O(entries) to verify an index never read before."""
-    idx, f = engine._log._opened(ref.handle)
+    _idx, f = engine._log._opened(ref.handle)
     return len(f.buffer())
 
 

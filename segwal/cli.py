@@ -1,7 +1,7 @@
 """The ``segwal`` command line (also ``python -m segwal``).
 
 Subcommands: ``demo``, ``inspect``, ``verify``, ``dump``, ``repair``,
-``crashtest``, ``bench``.  Expected errors (missing or locked directory,
+``crashtest``, ``archive``, ``restore``, ``bench``.  Expected errors (missing or locked directory,
 corrupt files) are printed to stderr as one line, with a non-zero exit status
 and no traceback.
 """
@@ -141,6 +141,47 @@ def _cmd_crashtest(args: argparse.Namespace) -> int:
     return run_crashtest(states=args.states, seed=args.seed, out=print)
 
 
+def _opts(args: argparse.Namespace) -> dict[str, str]:
+    from segwal.storage.objectstore.urls import parse_store_options
+
+    return parse_store_options(args.store_option or [])
+
+
+def _cmd_archive(args: argparse.Namespace) -> int:
+    from segwal.tools import archive as tool
+
+    if args.action == "run":
+        if args.dir is None:
+            raise ValueError("segwal archive run needs DIR (the node's engine directory) and URL")
+        return tool.run_sidecar(_need_dir(args.dir), args.url, _opts(args), tail_interval=args.tail_interval,
+                                kv_snapshot_interval=args.kv_snapshot_interval, retain=args.retain)
+    if args.action == "retain":
+        if args.retain is None:
+            raise ValueError("--retain SECONDS is required for `segwal archive retain`")
+        print("\n".join(tool.retain_url(args.url, _opts(args), args.retain)))
+        return 0
+    rep = tool.verify_url(args.url, _opts(args))
+    if args.json:
+        print(json.dumps(dataclasses.asdict(rep), indent=2))
+        return rep.exit_status
+    for line in rep.findings:
+        print(line)
+    for a, b, name in rep.gaps:
+        print(f"gap: entries {a}..{b} ({name})")
+    verdict = {0: "clean", 1: "gaps (restores cannot cross them)", 2: "CORRUPTION"}[rep.exit_status]
+    print(f"{rep.objects} objects, {rep.entries} entries, {rep.bytes_checked} bytes checked; last index "
+          f"{rep.last_index}, restorable up to {rep.restorable_index}: {verdict}")
+    return rep.exit_status
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from segwal.tools.archive import restore_url
+
+    for line in restore_url(args.url, args.dir, _opts(args), args.to_index):
+        print(line)
+    return 0
+
+
 def _bench(argv: list[str]) -> int:
     from segwal.bench.runner import main as bench_main
 
@@ -184,6 +225,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--states", type=int, default=2000, help="crash states to explore (budget)")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=_cmd_crashtest)
+    a = sub.add_parser("archive", help="ship a node's log to an object store (run), check an archive (verify)")
+    a.add_argument("action", choices=("run", "verify", "retain"))
+    a.add_argument("dir", nargs="?", help="run: the node's engine directory (opened read-only, no lock)")
+    a.add_argument("url", help="archive URL: s3://bucket/prefix, gs://, az://, file:///dir, memory://")
+    a.add_argument("--tail-interval", type=float, default=1.0, metavar="S", help="seconds between passes")
+    a.add_argument("--kv-snapshot-interval", type=float, default=60.0, metavar="S",
+                   help="seconds between key/value snapshots")
+    a.add_argument("--retain", type=float, default=None, metavar="S",
+                   help="keep what restores to any point of the last S seconds need (default: keep everything)")
+    a.add_argument("--store-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="store option (endpoint=..., client.allow_http=true)")
+    a.add_argument("--json", action="store_true", help="verify: machine-readable output")
+    a.set_defaults(func=_cmd_archive)
+    rs = sub.add_parser("restore", help="build an engine directory from an archive (latest, or --to-index N)")
+    rs.add_argument("url", help="archive URL")
+    rs.add_argument("dir", help="new engine directory (absent or empty)")
+    rs.add_argument("--to-index", type=int, default=None, metavar="N", help="restore the archived state at index N")
+    rs.add_argument("--store-option", action="append", default=[], metavar="KEY=VALUE")
+    rs.set_defaults(func=_cmd_restore)
     sub.add_parser("bench", help="the side-by-side benchmark; `segwal bench --help` for its options")
     return p
 

@@ -11,6 +11,7 @@ the object); restore never crosses it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from segwal.errors import CorruptionError
@@ -25,6 +26,7 @@ from segwal.storage.objectstore.seam import ObjectStoreSeam
 
 __all__ = ["Catalog", "KvRef", "Plan", "Replay", "Run", "plan_restore", "read_catalog", "replay", "restorable_end"]
 
+_SEAL_RE = re.compile(r"seal/\d{20}-\d{20}-\d{20}-[0-9a-f]{16}")
 _FOLDERS = ("log/", "state/", "kv/", "seal/", "floor/", "lease/", "retention/")
 
 
@@ -102,7 +104,7 @@ def read_catalog(seam: ObjectStoreSeam, prefix: str) -> Catalog:
             cat.floor = max(cat.floor, fl[0])
             cat.floors.append(info.name)
             continue
-        if rel.startswith("seal/"):
+        if _SEAL_RE.fullmatch(rel):
             cat.seals.append(info.name)
         elif rel.startswith("lease/") and rel.endswith(".json") and "/" not in rel[6:]:
             cat.leases.append(info.name)
@@ -204,11 +206,10 @@ def plan_restore(cat: Catalog, target: int | None = None) -> tuple[Plan, list[Kv
             gap that no key/value snapshot covers: the gap is named).
     """
     full = replay(cat)
-    if target is None:
-        end = restorable_end(cat, full)
-        if end is None:
-            raise ValueError(_gap_text(cat, full, full.last) if full.last else "the archive holds no log entries")
-        target = end
+    if target is None:  # the latest: never silently an older point before a gap
+        if not full.last:
+            raise ValueError("the archive holds no log entries")
+        target = full.last
     if target < 0:
         raise ValueError(f"to_index must be >= 0, got {target}")
     if target > full.last:

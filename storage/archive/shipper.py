@@ -277,7 +277,7 @@ class Shipper:
             else:  # entries from d on are shipped again, as a new generation of those indexes
                 self._ship_range(d, ls.hi, d)
         if ls.lo > self.last + 1:
-            self._ship_lost(ls.lo)
+            self._ship_lost(ls)
         if ls.hi > self.last:
             self._ship_range(self.last + 1, ls.hi, None)
         self._seal(ls)
@@ -304,18 +304,21 @@ class Shipper:
         if overwrite is not None:
             self._ship_entries([], overwrite)  # the node cut its log meanwhile: record the truncation
 
-    def _ship_lost(self, lo: int) -> None:
-        """Entries ``last+1 .. lo-1`` are no longer in the node's log: from held segments, or a gap."""
+    def _ship_lost(self, ls: LogState) -> None:
+        """Entries ``last+1 .. lo-1`` are below the node's first index: shipped from held
+        segments, or from the part of a segment a purge kept; else recorded as a gap."""
+        lo = ls.lo
+        have = [*self.held, *ls.segments]
         while self.last + 1 < lo:
             a = self.last + 1
-            ref = next((h for h in self.held if h.base <= a <= h.last), None)
+            ref = next((h for h in have if h.base <= a <= h.last), None)
             if ref is None:
-                nxt = min((h.base for h in self.held if h.base > a), default=lo)
+                nxt = min((h.base for h in have if h.base > a), default=lo)
                 self._ship_gap(a, min(lo, nxt) - 1)
                 continue
             b = min(ref.last, lo - 1)
             while a <= b:
-                got = segment_entries(None, ref, a, min(b, a + MAX_DELTA_ENTRIES - 1))
+                got = segment_entries(self.engine, ref, a, min(b, a + MAX_DELTA_ENTRIES - 1))
                 self._ship_entries(got, a)
                 a = self.last + 1
 

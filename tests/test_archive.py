@@ -1,0 +1,364 @@
+"""The archive (segwal.storage.archive): shipping a node's log, restore at latest and at N, damage, gaps, purge holds, retention racing a restore, untrusted names.
+
+Local stores (file://, an in-test dict seam) for most; the session's SeaweedFS
+S3 server for the archiver thread with rotations and purges and for the
+sidecar killed with SIGKILL (tests/test_archive_sidecar.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segwal.engine import WalEngine
+from segwal.errors import CorruptionError, StorageIOError
+from segwal.storage.archive import Archiver, read_archived_position, restore
+from segwal.storage.archive.retention import apply_retention
+from segwal.storage.archive.verify import verify_archive
+from segwal.storage.objectstore.seam import ObjectExistsError, ObjectInfo, StoredObject
+from segwal.types import Entry, HardState, LogId, VotedFor
+
+
+class DictSeam:
+    """An ObjectStoreSeam over a dict; ``down`` makes every call fail; ``on_get`` runs before a GET."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.down = False
+        self.on_get: Any = None
+        self.lock = threading.Lock()
+
+    def _check(self, name: str) -> None:
+        if self.down:
+            raise StorageIOError(5, "store is down", name)
+
+    def get(self, name: str) -> StoredObject | None:
+        self._check(name)
+        if self.on_get is not None:
+            self.on_get(name)
+        with self.lock:
+            d = self.objects.get(name)
+        return None if d is None else StoredObject(d, None)
+
+    def get_range(self, name: str, start: int, end: int) -> bytes | None:
+        self._check(name)
+        d = self.objects.get(name)
+        return None if d is None else d[start:end]
+
+    def put(self, name: str, data: bytes, *, create: bool = False, write_id: str | None = None) -> None:
+        self._check(name)
+        with self.lock:
+            if create and name in self.objects:
+                raise ObjectExistsError(name)
+            self.objects[name] = bytes(data)
+
+    def list(self, prefix: str, after: str | None = None) -> list[ObjectInfo]:
+        self._check(prefix)
+        with self.lock:
+            return sorted(ObjectInfo(n, len(d)) for n, d in self.objects.items() if n.startswith(prefix))
+
+    def head(self, name: str) -> ObjectInfo | None:
+        self._check(name)
+        d = self.objects.get(name)
+        return None if d is None else ObjectInfo(name, len(d))
+
+    def delete(self, names: Sequence[str]) -> None:
+        self._check(names[0] if names else "")
+        with self.lock:
+            for n in names:
+                self.objects.pop(n, None)
+
+
+def ents(a: int, b: int, term: int, tag: str = "") -> list[Entry]:
+    return [Entry(i, term, f"{tag}{i}/{term}".encode() * 3) for i in range(a, b + 1)]
+
+
+def log_of(eng: WalEngine) -> list[Entry]:
+    return eng.get_entries_range(eng.first_index(), eng.last_index())
+
+
+def same_as(path: Path, expected: list[Entry], *, base: int, kv: dict[bytes, bytes] | None = None) -> HardState | None:
+    with WalEngine(path, readonly=True) as r:
+        assert r.first_index() == base + 1
+        assert log_of(r) == expected
+        if kv is not None:
+            assert {k: r.get(k) for k in kv} == kv
+            applied = r.last_applied()
+            assert (applied.index if applied else 0) == base
+        return r.load_hard_state()
+
+
+# -- restore at latest and at N ----------------------------------------------------------
+
+
+def test_restore_latest_and_at_n_is_the_archived_state(tmp_path: Path) -> None:
+    seam = DictSeam()
+    node = WalEngine(tmp_path / "node", segment_size=2048)
+    arch = Archiver(node, seam, "a/b", kv_snapshot_interval=0)
+    history: list[list[Entry]] = []  # the node's log after each pass, in pass order
+
+    def ship() -> None:
+        arch.sync_now()
+        history.append(log_of(node))
+
+    node.persist_entries(ents(1, 60, 1))
+    ship()
+    node.save_hard_state(HardState(2, VotedFor(1, 2), 40))
+    node.persist_entries(ents(61, 90, 2))
+    ship()
+    node.truncate(75)  # below the tail segment or not: a new generation of 75..
+    node.persist_entries(ents(75, 80, 3, "x"))
+    ship()
+    node.apply([(b"k", b"v1")], applied=LogId(1, 30))
+    node.persist_entries(ents(81, 84, 3, "y"))
+    node.persist_entries(ents(82, 83, 4, "z"))  # an overwrite inside the tail, then a cut
+    node.truncate(84)
+    ship()
+    assert arch.status().shipped_index == 83 == read_archived_position(seam, "a/b")
+    node.save_hard_state(HardState(5, None, 83))
+    arch.sync_now()
+    node.close()
+
+    res = restore(seam, "a/b", tmp_path / "latest")
+    assert (res.first_index, res.last_index, res.kv_snapshot_index) == (31, 83, 30)
+    hs = same_as(tmp_path / "latest", history[-1][30:], base=30, kv={b"k": b"v1"})
+    assert hs == HardState(5, None, 83)  # the archived term, no vote, commit clamped to what was restored
+    assert "new member" in res.message.lower() and "whole-cluster rebuild" in res.message
+    for n, shot in ((50, -1), (70, -1), (83, -1), (88, 1), (90, 1)):
+        # the newest archived version of entries <= n: the last pass whose log held n, cut at n
+        want = [e for e in history[shot] if 30 < e.index <= n]
+        r = restore(seam, "a/b", tmp_path / f"at{n}", to_index=n)
+        assert r.last_index == n
+        hs = same_as(tmp_path / f"at{n}", want, base=30, kv={b"k": b"v1"})
+        assert hs is not None and hs.voted_for is None and hs.commit_index == min(83, n)
+    with pytest.raises(ValueError, match="beyond"):
+        restore(seam, "a/b", tmp_path / "nope", to_index=91)
+    assert not (tmp_path / "nope").exists()
+    with pytest.raises(ValueError, match="not empty"):
+        restore(seam, "a/b", tmp_path / "latest")
+    assert verify_archive(seam, "a/b").exit_status == 0
+
+
+def test_restored_directory_opens_as_a_writer_with_private_modes(tmp_path: Path) -> None:
+    seam = DictSeam()
+    with WalEngine(tmp_path / "node") as node, Archiver(node, seam) as arch:
+        node.persist_entries(ents(1, 10, 1))
+        arch.sync_now()
+    restore(seam, "", tmp_path / "r")
+    for root, dirs, files in os.walk(tmp_path / "r"):
+        for d in dirs:
+            assert os.stat(os.path.join(root, d)).st_mode & 0o077 == 0
+        for f in files:
+            assert os.stat(os.path.join(root, f)).st_mode & 0o077 == 0
+    assert os.stat(tmp_path / "r").st_mode & 0o077 == 0
+    with WalEngine(tmp_path / "r") as w:
+        w.persist_entries(ents(11, 12, 2))
+        assert w.last_index() == 12
+
+
+# -- damage ------------------------------------------------------------------------------
+
+
+def _archive(tmp_path: Path, seam: DictSeam) -> list[str]:
+    with WalEngine(tmp_path / "node") as node:
+        arch = Archiver(node, seam, "p")
+        for k in range(4):
+            node.persist_entries(ents(10 * k + 1, 10 * k + 10, 1))
+            arch.sync_now()
+    return sorted(n for n in seam.objects if n.startswith("p/log/"))
+
+
+def test_damaged_object_makes_restore_refuse_and_name_it(tmp_path: Path) -> None:
+    seam = DictSeam()
+    logs = _archive(tmp_path, seam)
+    victim = logs[1]
+    data = bytearray(seam.objects[victim])
+    data[len(data) - 3] ^= 0x40  # a payload byte
+    seam.objects[victim] = bytes(data)
+    with pytest.raises(CorruptionError) as ei:
+        restore(seam, "p", tmp_path / "r")
+    assert victim in str(ei.value)
+    assert not (tmp_path / "r").exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".r.")]
+    rep = verify_archive(seam, "p")
+    assert rep.exit_status == 2 and any(victim in f for f in rep.findings)
+    # a restore that stops before the damaged object does not need it
+    assert restore(seam, "p", tmp_path / "early", to_index=10).last_index == 10
+
+
+def test_missing_object_makes_restore_refuse_and_name_it(tmp_path: Path) -> None:
+    seam = DictSeam()
+    logs = _archive(tmp_path, seam)
+    del seam.objects[logs[2]]
+    with pytest.raises(CorruptionError, match="log object 3 is missing"):
+        restore(seam, "p", tmp_path / "r")
+    with pytest.raises(CorruptionError, match="missing"):
+        read_archived_position(seam, "p")
+    assert not (tmp_path / "r").exists()
+
+
+# -- untrusted names and destinations -----------------------------------------------------
+
+
+def test_object_names_never_become_paths(tmp_path: Path) -> None:
+    seam = DictSeam()
+    _archive(tmp_path, seam)
+    payload = seam.objects[sorted(n for n in seam.objects if n.startswith("p/log/"))[0]]
+    for evil in ("p/log/../../escape", "p/../escape", "p/kv/../../../escape", "p/log//abs/escape",
+                 "p/state/..%2f..%2fescape", "p/seal/../../escape"):
+        seam.objects[evil] = payload
+    (tmp_path / "dest").mkdir()
+    res = restore(seam, "p", tmp_path / "dest" / "r")
+    assert res.last_index == 40
+    assert sorted(os.listdir(tmp_path / "dest")) == ["r"]
+    assert not any("escape" in n for n in os.listdir(tmp_path))
+    rep = verify_archive(seam, "p")
+    assert sum("not an archive object name" in f for f in rep.findings) == 5  # p/../escape is outside the prefix's folders
+
+
+def test_restore_refuses_a_symlinked_destination(tmp_path: Path) -> None:
+    seam = DictSeam()
+    _archive(tmp_path, seam)
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "link")
+    with pytest.raises(ValueError, match="symbolic link"):
+        restore(seam, "p", tmp_path / "link")
+    assert os.listdir(tmp_path / "elsewhere") == []
+
+
+# -- purges: held within the bound, a gap past it -------------------------------------------
+
+
+def test_archiver_holds_purges_until_archived(tmp_path: Path) -> None:
+    seam = DictSeam()
+    node = WalEngine(tmp_path / "node", segment_size=1024)
+    arch = Archiver(node, seam, "h", tail_interval=3600, max_held_bytes=1 << 20).start()
+    try:
+        node.persist_entries(ents(1, 5, 1))
+        arch.sync_now()
+        seam.down = True  # the store is down while the node rotates and purges
+        for k in range(1, 9):
+            node.persist_entries(ents(5 * k + 1, 5 * k + 5, 1))
+        node.purge_logs(LogId(1, 38))
+        assert node.first_index() == 39
+        assert arch.status().held_bytes > 0
+        seam.down = False
+        assert arch.sync_now() == 45
+        st = arch.status()
+        assert st.gaps == () and st.held_bytes == 0
+    finally:
+        arch.stop()
+        node.close()
+    same_as_all = restore(seam, "h", tmp_path / "r")
+    assert (same_as_all.first_index, same_as_all.last_index) == (1, 45)
+
+
+def test_archiver_past_its_bound_lets_the_purge_go_and_records_the_gap(tmp_path: Path) -> None:
+    seam = DictSeam()
+    node = WalEngine(tmp_path / "node", segment_size=1024)
+    arch = Archiver(node, seam, "g", tail_interval=3600, max_held_bytes=0, kv_snapshot_interval=None).start()
+    try:
+        node.persist_entries(ents(1, 5, 1))
+        arch.sync_now()
+        seam.down = True
+        for k in range(1, 9):
+            node.persist_entries(ents(5 * k + 1, 5 * k + 5, 1))
+        node.purge_logs(LogId(1, 38))
+        seam.down = False
+        arch.sync_now()
+        gaps = arch.status().gaps
+        assert gaps == ((6, 20),)  # the first segment went unarchived; 21..38 are still in a kept segment
+    finally:
+        arch.stop()
+        node.close()
+    with pytest.raises(ValueError, match=rf"entries 6\.\.{gaps[0][1]} are a gap"):
+        restore(seam, "g", tmp_path / "r")
+    assert restore(seam, "g", tmp_path / "r5", to_index=5).last_index == 5
+    assert verify_archive(seam, "g").exit_status == 1
+
+
+# -- retention racing a restore -----------------------------------------------------------
+
+
+def test_retention_pass_racing_a_restore_spares_its_plan(tmp_path: Path) -> None:
+    seam = DictSeam()
+    node = WalEngine(tmp_path / "node")
+    arch = Archiver(node, seam, "r", kv_snapshot_interval=0)
+    for k in range(6):
+        node.persist_entries(ents(10 * k + 1, 10 * k + 10, 1))
+        if k == 4:
+            node.apply([(b"k", b"v")], applied=LogId(1, 45))
+        arch.sync_now()
+    node.close()
+    fired: list[Any] = []
+
+    def race(name: str) -> None:
+        if "/log/" in name and not fired:
+            fired.append(apply_retention(seam, "r", 0))  # every snapshot is old enough: remove all it may
+
+    seam.on_get = race
+    # planned before the pass (entries 1..40: no snapshot below them): its lease protects its plan
+    res = restore(seam, "r", tmp_path / "x", to_index=40)
+    assert fired and fired[0].spared, "the retention pass ran during the restore and found the lease"
+    assert set(fired[0].spared) & {n for n in seam.objects if "/log/" in n}
+    assert res.last_index == 40 and res.kv_snapshot_index == 0
+    seam.on_get = None
+    again = apply_retention(seam, "r", 0)  # the lease is gone: the rest goes now
+    assert again.deleted
+    res2 = restore(seam, "r", tmp_path / "y")
+    assert (res2.first_index, res2.last_index) == (46, 60)
+    with pytest.raises(ValueError):
+        restore(seam, "r", tmp_path / "z", to_index=20)  # below the retention floor now
+
+
+# -- lost replies and restarts: nothing uploaded twice -------------------------------------
+
+
+class LostReplies(DictSeam):
+    """Every ``fail_every``-th log PUT lands, then raises as if its reply was lost."""
+
+    def __init__(self, fail_every: int) -> None:
+        super().__init__()
+        self.fail_every = fail_every
+        self.puts = 0
+
+    def put(self, name: str, data: bytes, *, create: bool = False, write_id: str | None = None) -> None:
+        super().put(name, data, create=create, write_id=write_id)
+        if "/log/" in name:
+            self.puts += 1
+            if self.puts % self.fail_every == 0:
+                raise StorageIOError(5, "reply lost", name)
+
+
+def test_lost_replies_and_restarts_never_double_a_log_object(tmp_path: Path) -> None:
+    seam = LostReplies(3)
+    node = WalEngine(tmp_path / "node", segment_size=1024)
+    arch = Archiver(node, seam, "l")
+    term = 1
+    for k in range(30):
+        if k % 7 == 6:
+            term += 1
+            node.truncate(node.last_index() - 2)
+        node.persist_entries(ents(node.last_index() + 1, node.last_index() + 4, term))
+        try:
+            arch.sync_now()
+        except StorageIOError:
+            pass
+        if k % 10 == 9:
+            arch = Archiver(node, seam, "l")  # a restarted archiver: re-seeds from the bucket
+    while True:
+        try:
+            assert arch.sync_now() == node.last_index()
+            break
+        except StorageIOError:
+            pass
+    seqs = [n.split("/")[2].split("-")[0] for n in seam.objects if n.startswith("l/log/")]
+    assert len(seqs) == len(set(seqs))
+    want = log_of(node)
+    node.close()
+    restore(seam, "l", tmp_path / "r")
+    same_as(tmp_path / "r", want, base=0)
