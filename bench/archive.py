@@ -58,6 +58,7 @@ from .archive_load import (
     steady_appends,
     summary,
 )
+from .archive_report import format_table, targets
 from .peers.litestream import SNAPSHOT_LEVEL, Litestream
 
 __all__ = ["build_parser", "main"]
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--per-call", type=int, default=10, help="entries per call of the lag load (default 10)")
     ap.add_argument("--lag-seconds", type=float, default=None, help="length of each lag run (default 30 s)")
     ap.add_argument("--poll", type=float, default=0.05, help="archive poll period of the lag figure (default 0.05 s)")
+    ap.add_argument("--no-sidecar", action="store_true",
+                    help="lag figure: skip the `segwal archive run` sidecar (--quick always does)")
     ap.add_argument("--tail-interval", type=float, default=1.0, help="the archiver's tail interval (default 1 s)")
     ap.add_argument("--pairs", type=int, default=None, help="interleaved pairs of the CPU figure (default 10)")
     ap.add_argument("--cpu-appends", type=int, default=None, help="timed one-entry appends per CPU run (default 5,000)")
@@ -305,6 +308,7 @@ def fig_restore(env: Env, out: dict[str, Any]) -> None:
 
 
 def _lag_segwal(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
+    """The in-process ``Archiver`` (a thread of the writing process)."""
     from segwal.engine import WalEngine
     from segwal.storage.archive import Archiver
 
@@ -328,6 +332,52 @@ def _lag_segwal(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
             "poll_errors": poller.errors[:5], "load_s": commits[-1].at - commits[0].at, **st,
             "uploaded_per_written": st["bytes_uploaded"] / max(1.0, st["bytes_written_by_node"]),
             "uploaded_per_payload": st["bytes_uploaded"] / payload}
+
+
+def _lag_sidecar(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
+    """``segwal archive run DIR URL`` (a separate process over a read-only view, like Litestream)."""
+    from segwal.engine import WalEngine
+
+    a = env.args
+    prefix = f"bench-archive-sidecar/{uuid.uuid4().hex[:10]}"
+    d = env.scratch("wal-sidecar")
+    log_path = os.path.join(env.work, f"sidecar-{uuid.uuid4().hex[:6]}.log")
+    with WalEngine(d) as eng:
+        eng.persist_entries(batches[0][:1])  # something to archive, so the start is visible
+        first = batches[0][0].index
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "segwal", "archive", "run", d, env.url(prefix),
+                                     "--tail-interval", str(a.tail_interval), *env.store_options()],
+                                    stdout=log, stderr=subprocess.STDOUT)
+        poller = PositionPoller(env.store, prefix, a.poll)
+        poller.start()
+        try:
+            if not poller.wait_for(first, 60):
+                raise RuntimeError(f"segwal archive run shipped nothing within 60 s: {_tail(log_path)}")
+            rest = [batches[0][1:], *batches[1:]] if len(batches[0]) > 1 else batches[1:]
+            commits = steady_appends(eng.persist_entries, rest, a.rate)
+            caught_up = poller.wait_for(commits[-1].index, a.tail_interval + 30)
+        finally:
+            poller.stop()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+    shutil.rmtree(d, ignore_errors=True)
+    xs, missing = lags(commits, poller.seen)
+    return {"lag": summary(xs).to_json(), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
+            "poll_errors": poller.errors[:5], "load_s": commits[-1].at - commits[0].at,
+            "exit_status": proc.returncode, "status_line": _tail(log_path, 300).strip().splitlines()[-1:]}
+
+
+def _tail(path: str, n: int = 2000) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
 
 
 def _lag_litestream(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
@@ -373,6 +423,9 @@ def fig_lag(env: Env, out: dict[str, Any]) -> None:
     lit = _lag_litestream(env, batches)
     out["lag"] = {"rate": a.rate, "per_call": a.per_call, "seconds": seconds, "poll_s": a.poll,
                   "tail_interval": a.tail_interval, "segwal": seg, "litestream": lit}
+    if not a.quick and not a.no_sidecar:
+        env.log(f"lag: segwal archive run (sidecar), the same load; litestream p99 was {lit['lag']['p99']:.3f} s")
+        out["lag"]["segwal_sidecar"] = _lag_sidecar(env, batches)
 
 
 # ---------------------------------------------------------------- figure 3: CPU pairs
@@ -418,69 +471,6 @@ def fig_cpu(env: Env, out: dict[str, Any]) -> None:
 
 
 FIGURES = {"restore": fig_restore, "lag": fig_lag, "cpu": fig_cpu}
-
-
-# ---------------------------------------------------------------- report
-
-
-def _targets(res: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    out: list[tuple[str, str, bool]] = []
-    if "restore" in res:
-        r = res["restore"]
-        out.append((f"restore of {r['entries']:,} entries no slower than Litestream's",
-                    f"{r['segwal_median_s']:.2f} s vs {r['litestream_median_s']:.2f} s",
-                    r["segwal_median_s"] <= r["litestream_median_s"]))
-    if "lag" in res:
-        g = res["lag"]
-        p99 = g["segwal"]["lag"]["p99"]
-        ok = p99 <= g["tail_interval"] + 1.0 and g["segwal"]["missing"] == 0
-        out.append((f"archive lag p99 <= tail interval + 1 s = {g['tail_interval'] + 1:g} s",
-                    f"{p99:.3f} s ({g['segwal']['missing']} never seen)", ok))
-    if "cpu" in res:
-        c = res["cpu"]
-        out.append((f"writer CPU per append with archiver <= 1.05x without ({c['pairs']} pairs)",
-                    f"{c['ratio_median']:.3f}x", c["ratio_median"] <= 1.05))
-    return out
-
-
-def format_table(res: dict[str, Any], markdown: bool) -> str:
-    """The figures as rows ``figure | segwal | Litestream | note``, plain or markdown."""
-    rows: list[tuple[str, str, str, str]] = []
-    if "restore" in res:
-        r = res["restore"]
-        rows.append((f"restore, {r['entries']:,} entries x {r['payload']} B (median of {r['rounds']}; all runs)",
-                     f"{r['segwal_median_s']:.2f} s ({', '.join(f'{x:.2f}' for x in r['segwal_s'])})",
-                     f"{r['litestream_median_s']:.2f} s ({', '.join(f'{x:.2f}' for x in r['litestream_s'])})",
-                     f"paired ratio segwal/Litestream {r['paired_ratio_median']:.2f}"))
-        rows.append(("bytes in the bucket per payload byte (restore log)",
-                     f"{r['segwal_uploaded_per_payload']:.2f}", f"{r['litestream_bucket_per_payload']:.2f}",
-                     f"segwal uploaded/written by node {r['segwal_uploaded_per_written']:.2f}"))
-    if "lag" in res:
-        g = res["lag"]
-        for key in ("median", "p90", "p99", "max"):
-            load = f"{g['rate']:g} calls/s x {g['per_call']}, {g['seconds']:g} s, poll {g['poll_s'] * 1000:g} ms"
-            rows.append((f"archive lag {key} ({load})",
-                         f"{g['segwal']['lag'][key]:.3f} s", f"{g['litestream']['lag'][key]:.3f} s",
-                         f"tail interval {g['tail_interval']:g} s; Litestream sync interval 1 s"))
-        rows.append(("lag load: appends never seen in the archive", str(g["segwal"]["missing"]),
-                     str(g["litestream"]["missing"]), ""))
-        rows.append(("bytes uploaded per byte written by the node (lag run)",
-                     f"{g['segwal']['uploaded_per_written']:.2f}", "",
-                     "per payload byte: segwal {:.2f}, Litestream L0 {:.2f}".format(
-                         g["segwal"]["uploaded_per_payload"], g["litestream"]["l0_uploaded_per_payload"])))
-    if "cpu" in res:
-        c = res["cpu"]
-        rows.append((f"writer CPU per 1-entry append, with/without archiver ({c['pairs']} pairs)",
-                     f"{c['ratio_median']:.3f}x (min {c['ratio_min']:.3f}, max {c['ratio_max']:.3f})", "",
-                     f"without {c['without_median_us']:.1f} us, with {c['with_median_us']:.1f} us (medians)"))
-    head = ("figure", "segwal", "Litestream 0.5", "note")
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-    else:
-        w = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-        lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in [head, *rows]]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -530,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     print(f"segwal bench --archive ({mode}; SeaweedFS S3 on 127.0.0.1; litestream {_litestream_version()})")
     print(format_table(res, args.markdown))
-    for name, value, ok in _targets(res):
+    for name, value, ok in targets(res):
         print(f"{'- ' if args.markdown else '  '}target: {name}: {value}: {'met' if ok else 'MISSED'}")
     if args.quick:
         print("(--quick: reduced sizes; the targets refer to a full run.)")
@@ -538,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"schema": 1, "command": "segwal bench " + " ".join(argv), "mode": mode, "label": args.label,
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                "elapsed_s": time.time() - started, "litestream": _litestream_version(), "figures": res,
-               "targets": [{"name": n, "value": v, "met": ok} for n, v, ok in _targets(res)],
+               "targets": [{"name": n, "value": v, "met": ok} for n, v, ok in targets(res)],
                "complete": status == 0}
         os.makedirs(args.out, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
