@@ -169,27 +169,8 @@ def _fill_segwal(env: Env, batches: list[list[Any]], prefix: str) -> dict[str, f
     return {"write_s": written, "archived_s": time.perf_counter() - t, **st}
 
 
-_CHILD_RESTORE = """
-import sys
-from segwal.storage.archive import restore
-from segwal.storage.objectstore.urls import parse_store_options, store_from_url
-store, prefix = store_from_url(sys.argv[1], **parse_store_options(sys.argv[3:]))
-restore(store, prefix, sys.argv[2])
-"""
-
-
-def _segwal_restore_cmd(env: Env, prefix: str, dest: str) -> list[str]:
-    """``segwal restore URL DEST --store-option ...`` (a child process); before the command exists, a child
-    calling :func:`segwal.storage.archive.restore` the way it does."""
-    probe = subprocess.run([sys.executable, "-m", "segwal", "restore", "--help"], capture_output=True, check=False)
-    if probe.returncode == 0:
-        return [sys.executable, "-m", "segwal", "restore", env.url(prefix), dest, *env.store_options()]
-    opts = [f"{k}={v}" for k, v in env.server.url_options().items()]
-    return [sys.executable, "-c", _CHILD_RESTORE, env.url(prefix), dest, *opts]
-
-
 def _restore_segwal(env: Env, prefix: str, dest: str) -> float:
-    cmd = _segwal_restore_cmd(env, prefix, dest)
+    cmd = [sys.executable, "-m", "segwal", "restore", env.url(prefix), dest, *env.store_options()]
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     dt = time.perf_counter() - t
