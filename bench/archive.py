@@ -55,10 +55,11 @@ from .archive_load import (
     cpu_per_call,
     lags,
     make_batches,
+    percentiles,
     steady_appends,
     summary,
 )
-from .archive_report import format_table, targets
+from .archive_report import format_table, plot, targets
 from .peers.litestream import SNAPSHOT_LEVEL, Litestream
 
 __all__ = ["build_parser", "main"]
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data-dir", default=None, help="where the engines are written (default: a temp dir)")
     ap.add_argument("--out", default=DEFAULT_OUT, help="directory for the JSON (default bench/results in a checkout)")
     ap.add_argument("--no-json", action="store_true", help="write no JSON")
+    ap.add_argument("--plot", default=None, help="also draw a PNG (lag percentiles, restore times) at this path")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs/benchmarks.md)")
     ap.add_argument("--seed", type=int, default=20261204)
     ap.add_argument("--label", default="", help="free text stored in the JSON")
@@ -309,7 +311,7 @@ def _lag_segwal(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
     shutil.rmtree(d, ignore_errors=True)
     xs, missing = lags(commits, poller.seen)
     payload = sum(len(b) for b in batches) * a.payload
-    return {"lag": summary(xs).to_json(), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
+    return {"lag": summary(xs).to_json(), "percentiles": percentiles(xs), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
             "poll_errors": poller.errors[:5], "load_s": commits[-1].at - commits[0].at, **st,
             "uploaded_per_written": st["bytes_uploaded"] / max(1.0, st["bytes_written_by_node"]),
             "uploaded_per_payload": st["bytes_uploaded"] / payload}
@@ -348,7 +350,7 @@ def _lag_sidecar(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
                 proc.wait(timeout=10)
     shutil.rmtree(d, ignore_errors=True)
     xs, missing = lags(commits, poller.seen)
-    return {"lag": summary(xs).to_json(), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
+    return {"lag": summary(xs).to_json(), "percentiles": percentiles(xs), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
             "poll_errors": poller.errors[:5], "load_s": commits[-1].at - commits[0].at,
             "exit_status": proc.returncode, "status_line": _tail(log_path, 300).strip().splitlines()[-1:]}
 
@@ -387,7 +389,7 @@ def _lag_litestream(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
         eng.close()
     xs, missing = lags(commits, poller.seen)
     payload = sum(len(b) for b in batches) * a.payload
-    return {"lag": summary(xs).to_json(), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
+    return {"lag": summary(xs).to_json(), "percentiles": percentiles(xs), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
             "poll_errors": poller.errors[:5], "load_s": commits[-1].at - commits[0].at,
             "l0_uploaded_per_payload": poller.bytes_listed / payload}
 
@@ -518,6 +520,12 @@ def main(argv: list[str] | None = None) -> int:
             with open(dest, "w", encoding="utf-8") as fh:
                 json.dump(doc, fh, indent=1, default=str)
         print(f"wrote {path}")
+    if args.plot and res:
+        try:
+            plot(res, args.plot)
+            print(f"plot: {args.plot}")
+        except ImportError as exc:
+            print(f"plot skipped: {exc}")
     return status
 
 

@@ -229,3 +229,8 @@ def summary(xs: Sequence[float]) -> Summary:
         nan = float("nan")
         return Summary(0, nan, nan, nan, nan, nan)
     return Summary(len(xs), statistics.median(xs), quantile(xs, 0.9), quantile(xs, 0.99), max(xs), min(xs))
+
+
+def percentiles(xs: Sequence[float]) -> list[float]:
+    """The 0th..100th percentiles of ``xs`` (101 values; empty for an empty sample).  O(n log n)."""
+    return [quantile(xs, q / 100) for q in range(101)] if xs else []

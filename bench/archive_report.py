@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["format_table", "targets"]
+__all__ = ["format_table", "plot", "targets"]
 
 
 def targets(res: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -71,3 +71,45 @@ def format_table(res: dict[str, Any], markdown: bool) -> str:
         w = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
         lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in [head, *rows]]
     return "\n".join(lines)
+
+
+def plot(res: dict[str, Any], path: str) -> None:
+    """A PNG at ``path``: the lag percentiles of each archiver, and every restore time.  Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [k for k in ("lag", "restore") if k in res]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], panels, strict=True):
+        if key == "lag":
+            g = res["lag"]
+            for who, label, color in (("segwal", "segwal Archiver (thread)", "#2a7"),
+                                      ("segwal_sidecar", "segwal archive run (sidecar)", "#7c4"),
+                                      ("litestream", "Litestream 0.5", "#888")):
+                pct = g.get(who, {}).get("percentiles") or []
+                if pct:
+                    ax.plot(pct, range(len(pct)), label=label, color=color)
+            ax.axvline(g["tail_interval"] + 1, color="#c33", linestyle="--", linewidth=1, label="target p99")
+            ax.set_xlabel("archive lag, s (durable append -> visible in the bucket)")
+            ax.set_ylabel("percentile")
+            ax.set_title(f"{g['rate']:g} appends/s of {g['per_call']} entries, {g['seconds']:g} s", fontsize=9)
+            ax.legend(fontsize=8)
+        else:
+            r = res["restore"]
+            names = ["segwal restore", "litestream restore"]
+            vals = [r["segwal_s"], r["litestream_s"]]
+            for i, v in enumerate(vals):
+                ax.scatter([i] * len(v), v, color=["#2a7", "#888"][i])
+                ax.hlines(sorted(v)[len(v) // 2], i - 0.25, i + 0.25, color="black")
+            ax.set_xticks(range(2), names)
+            ax.set_xlim(-0.6, 1.6)
+            ax.set_ylim(bottom=0)
+            ax.set_ylabel("seconds (each run; bar: median)")
+            ax.set_title(f"restore of {r['entries']:,} entries x {r['payload']} B", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
