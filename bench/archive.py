@@ -480,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     server: Any = None
     res: dict[str, Any] = {}
     started = time.time()
+    load_start = os.getloadavg()
     status = 0
     try:
         from segwal.testing.seaweedfs import SeaweedServer, start_seaweedfs
@@ -511,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"schema": 1, "command": "segwal bench " + " ".join(argv), "mode": mode, "label": args.label,
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                "elapsed_s": time.time() - started, "litestream": _litestream_version(), "figures": res,
+               "machine": {"cpus": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+                           "python": sys.version.split()[0]},
                "targets": [{"name": n, "value": v, "met": ok} for n, v, ok in targets(res)],
                "complete": status == 0}
         os.makedirs(args.out, exist_ok=True)
