@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+import xxhash
 
 from segwal.engine.segments import LiveSegment
 from segwal.engine.view import _read_range
@@ -123,6 +124,109 @@ def segment_checks(engine: WalEngine, ref: SegmentRef, start: int, end: int) -> 
     if _stable(engine) != c0 or len(checks) != end - start + 1:
         return None
     return checks
+
+
+class RawEntries(NamedTuple):
+    """Entries ``first ..`` of one segment as columns, payloads back to back (verified)."""
+
+    first: int
+    terms: np.ndarray
+    plens: np.ndarray
+    checks: np.ndarray
+    payloads: bytes
+
+
+def segment_raw(engine: WalEngine | None, ref: SegmentRef, start: int, end: int) -> RawEntries | None:
+    """Entries ``start..end`` of segment ``ref`` (a held segment a purge unlinked too) as
+    columns read from their slots, every payload verified against its slot's check
+    value; no ``Entry`` is built.  ``None`` when the writer rewrote the log meanwhile.
+    O(bytes): one xxh3 per entry and one copy of the payloads.
+
+    Raises:
+        CorruptionError: a slot pointing outside the file, or a payload that fails its
+            check (path, offset and log index named).
+        StaleViewError: a read-only view's writer removed the segment (refresh).
+    """
+    c0 = _stable(engine) if engine is not None else 0
+    if c0 & 1:
+        return None
+    seg = ref.handle
+    try:
+        if seg.index is None or seg.file is None:
+            if engine is None:
+                raise StaleViewError(f"{seg.path}: segment is not mapped")
+            engine._log._opened(seg)
+        idx, f = seg.index, seg.file
+        assert idx is not None and f is not None
+        buf = f.buffer()
+        offs = idx.array()[start - seg.base : end - seg.base + 1].astype(np.int64)
+        n = len(offs)
+        if n != end - start + 1:
+            if engine is not None and _stable(engine) != c0:
+                return None
+            raise CorruptionError(f"the segment's index does not reach entries {start}..{end}", path=seg.idx_path,
+                                  index=start)
+        words = np.frombuffer(buf, dtype="<u8", count=len(buf) // 8)
+        halves = np.frombuffer(buf, dtype="<u4", count=len(buf) // 4)
+        if n and (bool((offs & 7).any()) or int(offs.max()) + 24 > len(buf)):
+            raise CorruptionError("slot offset outside the segment", path=seg.path, index=start)
+        terms = words[offs >> 3].astype(np.uint64)
+        pstart = halves[(offs + 8) >> 2].astype(np.int64)
+        plens = halves[(offs + 12) >> 2].astype(np.uint32)
+        checks = words[(offs + 16) >> 3].astype(np.uint64)
+        del words, halves
+        if n and int((pstart + plens).max()) > len(buf):
+            raise CorruptionError("entry payload runs past the end of the segment", path=seg.path, index=start)
+        mv = memoryview(buf)
+        parts: list[memoryview] = []
+        try:
+            parts = list(map(mv.__getitem__, map(slice, pstart.tolist(), (pstart + plens).tolist())))
+            got = np.fromiter(map(xxhash.xxh3_64_intdigest, parts, range(start, start + n)), dtype=np.uint64, count=n)
+            bad = np.flatnonzero((got ^ terms) != checks)
+            if len(bad):
+                i = int(bad[0])
+                raise CorruptionError("entry checksum mismatch", path=seg.path, offset=int(offs[i]), index=start + i)
+            payloads = b"".join(parts)
+        finally:
+            del parts
+            mv.release()
+    except (CorruptionError, OSError) as e:
+        if engine is not None and _stable(engine) != c0:
+            return None
+        if engine is not None:
+            engine._log._failed(e)
+        raise
+    if engine is not None and _stable(engine) != c0:
+        return None
+    return RawEntries(start, terms, plens, checks, payloads)
+
+
+def append_columns(engine: WalEngine, first: int, terms: np.ndarray, payloads: Sequence[bytes | memoryview]) -> None:
+    """Append entries ``first ..`` given as a term column and payloads (bytes-like) at the
+    end of ``engine``'s log, as one batch: what a restore writes, without building
+    ``Entry`` objects.  The batch must extend the log (``first == last_index()+1``)
+    with terms non-decreasing from the last entry's.
+
+    Durability: as ``persist_entries``.  Complexity: O(n + bytes), one frame.
+
+    Raises:
+        ValueError: the batch does not extend the log, or a term decreases.
+    """
+    n = len(payloads)
+    if n == 0:
+        return
+    if len(terms) != n:
+        raise ValueError(f"{len(terms)} terms for {n} payloads")
+    t = np.asarray(terms, dtype=np.uint64)
+    sizes = np.fromiter(map(len, payloads), dtype=np.uint64, count=n)
+    total = int(sizes.sum())
+    with engine._wlock:
+        lg = engine._writable()
+        if first != lg.last_index() + 1:
+            raise ValueError(f"entry {first}: an appended batch must start at {lg.last_index() + 1}")
+        if bool((t[1:] < t[:-1]).any()) or int(t[0]) < lg.last_term():
+            raise ValueError(f"entries {first}..{first + n - 1}: terms decrease")
+        lg.append(first, t, payloads, total, sizes)  # type: ignore[arg-type]
 
 
 def segment_entries(engine: WalEngine | None, ref: SegmentRef, start: int, end: int) -> list[Entry]:

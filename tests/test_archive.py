@@ -207,7 +207,7 @@ def test_missing_object_makes_restore_refuse_and_name_it(tmp_path: Path) -> None
 def test_object_names_never_become_paths(tmp_path: Path) -> None:
     seam = DictSeam()
     _archive(tmp_path, seam)
-    payload = seam.objects[sorted(n for n in seam.objects if n.startswith("p/log/"))[0]]
+    payload = seam.objects[min(n for n in seam.objects if n.startswith("p/log/"))]
     for evil in ("p/log/../../escape", "p/../escape", "p/kv/../../../escape", "p/log//abs/escape",
                  "p/state/..%2f..%2fescape", "p/seal/../../escape"):
         seam.objects[evil] = payload
@@ -362,3 +362,35 @@ def test_lost_replies_and_restarts_never_double_a_log_object(tmp_path: Path) -> 
     node.close()
     restore(seam, "l", tmp_path / "r")
     same_as(tmp_path / "r", want, base=0)
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_cli_verify_and_restore(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from segwal.cli import main
+
+    url = f"file://{tmp_path / 'bucket'}"
+    with WalEngine(tmp_path / "node", segment_size=1024) as node:
+        node.persist_entries(ents(1, 30, 1))
+        node.save_hard_state(HardState(1, VotedFor(3, 1), 30))
+        from segwal.tools.archive import run_sidecar
+
+        with open(os.devnull, "w") as sink:
+            assert run_sidecar(str(tmp_path / "node"), url, {}, tail_interval=0.01, passes=2, out=sink) == 0
+    assert main(["archive", "verify", url]) == 0
+    assert "restorable up to 30: clean" in capsys.readouterr().out
+    assert main(["restore", url, str(tmp_path / "r"), "--to-index", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "NEW member" in out and "whole-cluster rebuild" in out and "no vote" in out
+    with WalEngine(tmp_path / "r", readonly=True) as r:
+        assert r.last_index() == 20 and r.load_hard_state() == HardState(1, None, 20)
+    assert main(["restore", url, str(tmp_path / "r")]) == 1  # not empty: refused, changed nothing
+    assert "not empty" in capsys.readouterr().err
+    assert main(["archive", "run", url]) == 1  # no DIR
+    bad = next((tmp_path / "bucket" / "log").iterdir())
+    bad.write_bytes(bad.read_bytes()[:-1] + b"!")
+    assert main(["archive", "verify", url]) == 2
+    assert bad.name in capsys.readouterr().out
+    assert main(["restore", url, str(tmp_path / "r2")]) == 2
+    assert bad.name in capsys.readouterr().err and not (tmp_path / "r2").exists()

@@ -1,4 +1,4 @@
-"""The archive against the session's SeaweedFS S3 server: the archiver thread and the ``segwal archive run`` sidecar beside a node that rotates, overwrites and purges; SIGKILL of the sidecar mid-run, resume; the node killed, then restore; re-seeding after a restore.
+"""The archive against the session's SeaweedFS S3 server and a local store (obstore LocalStore): the archiver thread and the ``segwal archive run`` sidecar beside a node that rotates, overwrites and purges; SIGKILL of the sidecar mid-run, resume; the node killed, then restore; re-seeding after a restore.
 
 Each test uses its own prefix of the shared bucket.
 """
@@ -28,7 +28,7 @@ pytest.importorskip("obstore")
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from archive_node_child import payload  # noqa: E402
+from archive_node_child import payload
 
 ROOT = HERE.parent
 
@@ -37,8 +37,18 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def test_thread_archiver_beside_a_rotating_purging_node(seaweedfs: Any, tmp_path: Path) -> None:
-    store = seaweedfs.store()
+def _store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if kind == "s3":
+        return request.getfixturevalue("seaweedfs").store()
+    from obstore.store import LocalStore
+
+    return LocalStore(str(tmp_path / "bucket"), mkdir=True)
+
+
+@pytest.mark.parametrize("kind", ["s3", "local"])
+def test_thread_archiver_beside_a_rotating_purging_node(kind: str, request: pytest.FixtureRequest,
+                                                        tmp_path: Path) -> None:
+    store = _store(kind, request, tmp_path)
     prefix = f"thread-{uuid.uuid4().hex[:8]}"
     node = WalEngine(tmp_path / "node", segment_size=16 << 10)
     model: dict[int, Entry] = {}  # every index's newest version, purged or not: what the archive must hold
@@ -82,8 +92,8 @@ def test_thread_archiver_beside_a_rotating_purging_node(seaweedfs: Any, tmp_path
         assert a2.sync_now() == last + 1
 
 
-def _sidecar(seaweedfs: Any, node_dir: Path, url: str) -> subprocess.Popen[str]:
-    opts = [a for k, v in seaweedfs.url_options().items() for a in ("--store-option", f"{k}={v}")]
+def _sidecar(options: dict[str, object], node_dir: Path, url: str) -> subprocess.Popen[str]:
+    opts = [a for k, v in options.items() for a in ("--store-option", f"{k}={v}")]
     return subprocess.Popen(
         [sys.executable, "-m", "segwal", "archive", "run", str(node_dir), url, "--tail-interval", "0.1",
          "--kv-snapshot-interval", "0", *opts],
@@ -117,19 +127,29 @@ class _Lines:
         return self.reported[-1]
 
 
-def test_sidecar_killed_mid_upload_resumes_and_node_killed_then_restore(seaweedfs: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["s3", "local"])
+def test_sidecar_killed_mid_upload_resumes_and_node_killed_then_restore(kind: str, request: pytest.FixtureRequest,
+                                                                         tmp_path: Path) -> None:
     node_dir = tmp_path / "node"
-    url = f"s3://{seaweedfs.bucket}/side-{uuid.uuid4().hex[:8]}"
+    if kind == "s3":
+        server = request.getfixturevalue("seaweedfs")
+        url, options = f"s3://{server.bucket}/side-{uuid.uuid4().hex[:8]}", server.url_options()
+        store, prefix = server.store(), url.split("/", 3)[3]
+    else:
+        from obstore.store import LocalStore
+
+        url, options = f"file://{tmp_path / 'bucket'}", {}
+        store, prefix = LocalStore(str(tmp_path / "bucket"), mkdir=True), ""
     node = subprocess.Popen([sys.executable, str(HERE / "archive_node_child.py"), str(node_dir)],
                             stdout=subprocess.PIPE, text=True, env=_env())
     try:
         assert node.stdout is not None and node.stdout.readline().startswith("last ")
-        side = _sidecar(seaweedfs, node_dir, url)
+        side = _sidecar(options, node_dir, url)
         lines = _Lines(side)
         lines.wait(4)
         side.send_signal(signal.SIGKILL)  # while the node writes: mid-upload, or between uploads
         side.wait()
-        side = _sidecar(seaweedfs, node_dir, url)
+        side = _sidecar(options, node_dir, url)
         lines = _Lines(side)
         lines.wait(3)
         while int(node.stdout.readline().split()[1]) < 2500:  # rotations, overwrites and purges under way
@@ -143,7 +163,6 @@ def test_sidecar_killed_mid_upload_resumes_and_node_killed_then_restore(seaweedf
     finally:
         side.send_signal(signal.SIGKILL)
         side.wait()
-    store, prefix = seaweedfs.store(), url.split("/", 3)[3]
     rep = verify_archive(store, prefix)
     assert rep.exit_status in (0, 1), rep.findings  # no damage, no doubled object after the kill
     res = restore(store, prefix, tmp_path / "r")

@@ -22,7 +22,7 @@ from segwal.storage.archive.retention import apply_retention
 from segwal.storage.archive.verify import ArchiveReport, verify_archive
 from segwal.storage.objectstore.urls import store_from_url
 
-__all__ = ["run_sidecar", "verify_url", "restore_url", "retain_url", "status_line"]
+__all__ = ["restore_url", "retain_url", "run_sidecar", "status_line", "verify_url"]
 
 
 def _store(url: str, options: Mapping[str, object]) -> tuple[Any, str]:
@@ -65,7 +65,7 @@ def run_sidecar(path: str, url: str, options: Mapping[str, object], *, tail_inte
             t0 = time.monotonic()
             try:
                 arch.sync_now()
-            except Exception:  # noqa: BLE001 - shown in the status line; the next pass re-seeds
+            except Exception:  # noqa: BLE001, S110 - shown in the status line; the next pass re-seeds
                 pass
             st = arch.status()
             now = time.monotonic()
@@ -103,8 +103,9 @@ def restore_url(url: str, dest: str, options: Mapping[str, object], to_index: in
     """Restore ``dest`` from the archive at ``url``; returns the lines to print."""
     store, prefix = _store(url, options)
     res = restore(store, prefix, dest, to_index=to_index)
-    return [res.message, f"first index {res.first_index}, last index {res.last_index}, "
-            f"{res.objects_read} objects, {res.bytes_read} bytes read and verified"]
+    done = (f"first index {res.first_index}, last index {res.last_index}, "
+            f"{res.objects_read} objects, {res.bytes_read} bytes read and verified")
+    return [res.message, done]
 
 
 def retain_url(url: str, options: Mapping[str, object], retain: float) -> list[str]:

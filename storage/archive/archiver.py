@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from segwal.engine import WalEngine
 from segwal.engine.tap import SegmentRef, hold_segment, set_purge_hold
@@ -113,7 +113,7 @@ class Archiver:
 
     # ---------------------------------------------------------------- control
 
-    def start(self) -> Archiver:
+    def start(self) -> Self:
         """Start the thread (and the purge hold of a writer engine).  Returns self."""
         if self._thread is not None:
             raise RuntimeError("archiver already started")
@@ -137,8 +137,8 @@ class Archiver:
         if not self.engine._readonly:
             try:
                 set_purge_hold(self.engine, None)
-            except Exception:  # noqa: BLE001 - the engine may be closed already
-                pass
+            except Exception as e:  # noqa: BLE001 - the engine may be closed already
+                log.debug("archiver: purge hold not removed: %s", e)
         if final_pass:
             try:
                 self.sync_now()
@@ -148,7 +148,7 @@ class Archiver:
             self._ship.held = []
             self._held_bytes = 0
 
-    def __enter__(self) -> Archiver:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:

@@ -58,9 +58,11 @@ __all__ = [
     "StateRecord",
     "check_name_hash",
     "decode_delta",
+    "decode_delta_columns",
     "decode_object",
     "decode_state",
     "delta_checks",
+    "encode_columns",
     "encode_delta",
     "encode_object",
     "encode_state",
@@ -203,6 +205,15 @@ def encode_delta(seq: int, entries: list[Entry], engine_id: int, first: int | No
     return encode_object(K_DELTA, seq, f, n, engine_id, body), slots["check"].copy()
 
 
+def encode_columns(seq: int, first: int, terms: np.ndarray, plens: np.ndarray, checks: np.ndarray, payloads: bytes,
+                   engine_id: int) -> bytes:
+    """A delta object from columns (the slots' terms, payload lengths, check values) and
+    the payloads back to back, as :func:`segwal.engine.tap.segment_raw` reads them.  O(bytes)."""
+    slots = np.zeros(len(terms), dtype=_SLOT)
+    slots["term"], slots["plen"], slots["check"] = terms, plens, checks
+    return encode_object(K_DELTA, seq, first, len(terms), engine_id, slots.tobytes() + payloads)
+
+
 def _slots(body: memoryview, count: int, name: str) -> np.ndarray:
     if count > len(body) // _SLOT.itemsize:
         raise CorruptionError(f"entry count {count} does not fit the object's {len(body)} body bytes", path=name,
@@ -250,6 +261,41 @@ def decode_delta(data: bytes, name: str) -> tuple[Header, list[Entry]]:
         prev = t
         out.append(new(Entry, (first + i, t, p)))
     return head, out
+
+
+def decode_delta_columns(data: bytes, name: str) -> tuple[Header, np.ndarray, list[memoryview]]:
+    """A delta's terms and payloads (views into ``data``), every entry checked (its check
+    value, non-decreasing terms) and every length checked against the object's size
+    before use.  O(bytes), without building ``Entry`` objects.
+
+    Raises:
+        CorruptionError: naming the object, the offset and the log index.
+    """
+    head, body = decode_object(data, name, K_DELTA)
+    n, first = head.count, head.first
+    slots = _slots(body, n, name)
+    plens = slots["plen"].astype(np.int64)
+    end = n * _SLOT.itemsize + int(plens.sum())
+    if end != len(body) or (n and bool((slots["zero"] != 0).any())):
+        raise CorruptionError(f"slot table does not add up to the body ({end} != {len(body)} bytes)", path=name,
+                              offset=HEADER_SIZE)
+    if n and first + n > 1 << 64:
+        raise CorruptionError(f"index range {first}+{n} overflows", path=name, offset=16)
+    ends = np.cumsum(plens) + n * _SLOT.itemsize
+    starts = ends - plens
+    views = list(map(body.__getitem__, map(slice, starts.tolist(), ends.tolist())))
+    terms = slots["term"].astype(np.uint64)
+    got = np.fromiter(map(xxhash.xxh3_64_intdigest, views, range(first, first + n)), dtype=np.uint64, count=n)
+    bad = np.flatnonzero((got ^ terms) != slots["check"])
+    if len(bad):
+        i = int(bad[0])
+        raise CorruptionError("entry checksum mismatch", path=name, offset=HEADER_SIZE + 24 * i, index=first + i)
+    down = np.flatnonzero(terms[1:] < terms[:-1])
+    if len(down):
+        i = int(down[0]) + 1
+        raise CorruptionError(f"term {int(terms[i])} below the previous entry's {int(terms[i - 1])}", path=name,
+                              offset=HEADER_SIZE + 24 * i, index=first + i)
+    return head, terms, views
 
 
 def encode_state(n: int, seq: int, engine_id: int, rec: StateRecord) -> bytes:

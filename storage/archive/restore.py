@@ -18,6 +18,7 @@ restore that finds a retention pass at work waits for it and plans again
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -27,19 +28,32 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from segwal.engine import WalEngine
+from segwal.engine.tap import append_columns
 from segwal.errors import CorruptionError
 from segwal.fs import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE
 from segwal.storage.archive.catalog import Catalog, Plan, plan_restore, read_catalog, replay, restorable_end
-from segwal.storage.archive.format import K_KV, LogName, decode_delta, decode_object, decode_state, join, object_hash
+from segwal.storage.archive.format import (
+    K_KV,
+    LogName,
+    decode_delta_columns,
+    decode_object,
+    decode_state,
+    join,
+    object_hash,
+)
 from segwal.storage.objectstore.seam import ObjectStoreSeam, as_seam
-from segwal.types import Entry, HardState
+from segwal.types import HardState
 
 __all__ = ["LEASE_SECONDS", "RestoreResult", "active_json", "read_archived_position", "restore"]
 
 #: How long a restore's lease protects its plan from retention (renewed never: a restore is shorter).
 LEASE_SECONDS = 3600.0
 _BATCH = 1 << 15
+_AHEAD = 8  # objects downloaded ahead of the one being restored
+log = logging.getLogger("segwal.archive")
 
 
 @dataclass(frozen=True)
@@ -91,24 +105,29 @@ def read_archived_position(store: Any, prefix: str = "") -> int:
         return 0
     run = next((r for r in reversed(rp.runs) if r.first <= end <= r.last), None)
     if run is not None and not run.obj.gap:
-        _read_delta(seam, cat, run.obj)
+        _read_delta(cat, run.obj, _get(seam, cat, run.obj))
     return end
 
 
-def _read_delta(seam: ObjectStoreSeam, cat: Catalog, obj: LogName) -> tuple[list[Entry], int]:
+def _get(seam: ObjectStoreSeam, cat: Catalog, obj: LogName) -> bytes:
     name = cat.full(obj.name)
     got = seam.get(name)
     if got is None:
         raise CorruptionError("archive object is missing (listed, or named by the plan, but not found)", path=name)
-    data = got.data
+    return got.data
+
+
+def _read_delta(cat: Catalog, obj: LogName, data: bytes) -> tuple[np.ndarray, list[memoryview]]:
+    """Log object ``obj`` (its bytes ``data``) checked (module docstring): its terms and payloads."""
+    name = cat.full(obj.name)
     if object_hash(data) != obj.digest:
         raise CorruptionError("archive object does not match the hash in its name (damaged or replaced)",
                               path=name, offset=0)
-    head, entries = decode_delta(data, name)
+    head, terms, payloads = decode_delta_columns(data, name)
     if (head.seq, head.first, head.count) != (obj.seq, obj.first, obj.count):
         raise CorruptionError(f"object header says seq {head.seq} entries {head.first}+{head.count}, "
                               f"its name seq {obj.seq} entries {obj.first}+{obj.count}", path=name, offset=8)
-    return entries, len(data)
+    return terms, payloads
 
 
 def _check_dest(dest: str) -> tuple[str, str]:
@@ -195,24 +214,31 @@ def restore(store: Any, prefix: str, dest_dir: str | os.PathLike[str], *, to_ind
     finally:
         try:
             seam.delete([lease])
-        except Exception:  # noqa: BLE001 - it expires anyway
-            pass
+        except Exception as e:  # noqa: BLE001 - it expires anyway
+            log.warning("restore lease %s not removed (it expires): %s", lease, e)
 
 
-def _fetch(seam: ObjectStoreSeam, cat: Catalog, plan: Plan) -> Iterator[tuple[LogName, list[Entry], int]]:
+def _fetch(seam: ObjectStoreSeam, cat: Catalog, plan: Plan) -> Iterator[tuple[LogName, np.ndarray, list[memoryview], int]]:
+    """The plan's log objects in order, checked: downloaded 8 at a time ahead (the
+    threads only wait for the store), verified and decoded in the caller's thread."""
     objs: list[LogName] = []
     for r in plan.runs:
         if not objs or objs[-1] is not r.obj:
             objs.append(r.obj)
-    with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(_read_delta, seam, cat, o) for o in objs]
+    with ThreadPoolExecutor(_AHEAD) as pool:
+        futures = [pool.submit(_get, seam, cat, o) for o in objs[:_AHEAD]]
         try:
-            for o, fut in zip(objs, futures):
-                entries, size = fut.result()
-                yield o, entries, size
+            for k, o in enumerate(objs):
+                data = futures[k].result()
+                futures[k] = None  # type: ignore[call-overload]
+                if k + _AHEAD < len(objs):
+                    futures.append(pool.submit(_get, seam, cat, objs[k + _AHEAD]))
+                terms, payloads = _read_delta(cat, o, data)
+                yield o, terms, payloads, len(data)
         finally:
             for fut in futures:
-                fut.cancel()
+                if fut is not None:
+                    fut.cancel()
 
 
 def _build(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, tmp: str, dest: str) -> RestoreResult:
@@ -228,21 +254,22 @@ def _build(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, tmp: str, dest: str)
         by_obj: dict[str, list[tuple[int, int]]] = {}
         for r in plan.runs:
             by_obj.setdefault(r.obj.name, []).append((r.first, r.last))
-        for obj, entries, size in _fetch(seam, cat, plan):
+        for obj, terms, payloads, size in _fetch(seam, cat, plan):
             nread += 1
             nbytes += size
             for a, b in by_obj.pop(obj.name, []):
-                part = entries[a - obj.first : b - obj.first + 1]
-                if not part or part[0].index != expect or part[-1].index != b:
+                lo, hi = a - obj.first, b - obj.first + 1
+                if a != expect or lo < 0 or hi > len(payloads):
                     raise CorruptionError(f"object does not hold entries {a}..{b} the sequence places in it",
                                           path=cat.full(obj.name), index=expect)
-                if part[0].term < prev_term:
-                    raise CorruptionError(f"entry {a} has term {part[0].term}, below {prev_term} of the entry "
+                if int(terms[lo]) < prev_term:
+                    raise CorruptionError(f"entry {a} has term {int(terms[lo])}, below {prev_term} of the entry "
                                           "before it", path=cat.full(obj.name), index=a)
-                for i in range(0, len(part), _BATCH):
-                    eng.persist_entries(part[i : i + _BATCH])
+                for i in range(lo, hi, _BATCH):
+                    j = min(hi, i + _BATCH)
+                    append_columns(eng, obj.first + i, terms[i:j], payloads[i:j])
                 expect = b + 1
-                prev_term = part[-1].term
+                prev_term = int(terms[hi - 1])
         if expect != plan.target + 1:
             raise CorruptionError(f"the plan stops at {expect - 1}, not at the target {plan.target}", path=cat.prefix)
         term, commit = prev_term, 0

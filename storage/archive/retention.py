@@ -31,7 +31,7 @@ from segwal.storage.archive.format import HEADER_SIZE, K_FLOOR, encode_object, f
 from segwal.storage.archive.restore import active_json
 from segwal.storage.objectstore.seam import as_seam
 
-__all__ = ["apply_retention", "RetentionResult"]
+__all__ = ["RetentionResult", "apply_retention"]
 
 _PASS_SECONDS = 600.0
 
@@ -88,6 +88,8 @@ def apply_retention(store: Any, prefix: str, retain_seconds: float, *, now: floa
         doomed = [cat.full(o.name) for o in cat.logs if o.seq < floor]
         doomed += [k.name for k in cat.kvs if k.index < keep_kv.index or (k.index == keep_kv.index and k.seq < keep_kv.seq)]
         doomed += [s for s in cat.seals if _seal_seq(s) < floor - 1]
+        below = [name for _n, seq, name, _d in cat.states if seq < floor - 1]
+        doomed += below[:-1]  # the newest state written before the floor stays
         doomed += cat.floors
         if floor > cat.floor:
             data = encode_object(K_FLOOR, floor, 0, 0, 0, b"")

@@ -28,13 +28,14 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
 
 from segwal.engine import WalEngine
-from segwal.engine.tap import LogState, SegmentRef, log_segments, segment_checks, segment_entries
+from segwal.engine.tap import LogState, RawEntries, SegmentRef, log_segments, segment_checks, segment_raw
 from segwal.errors import CorruptionError, StaleViewError
 from segwal.storage.archive.catalog import Run, read_catalog, replay
 from segwal.storage.archive.format import (
@@ -46,6 +47,7 @@ from segwal.storage.archive.format import (
     StateRecord,
     decode_state,
     delta_checks,
+    encode_columns,
     encode_delta,
     encode_object,
     encode_state,
@@ -125,16 +127,20 @@ class Shipper:
         self.fp_base = lo
         n = max(0, self.last - lo + 1)
         fp = np.full(n, _NO_CHECK, dtype=np.uint64)
-        for r in self.runs:
-            a, b = max(r.first, lo), r.last
-            if a > b or r.obj.gap:
-                continue
+        wanted = [(r, max(r.first, lo)) for r in self.runs if not r.obj.gap and max(r.first, lo) <= r.last]
+
+        def slots(item: tuple[Run, int]) -> tuple[Run, int, np.ndarray]:
+            r, a = item
             name = join(self.prefix, r.obj.name)
-            pos0, pos1 = a - r.obj.first, b - r.obj.first
+            pos1 = r.last - r.obj.first
             raw = self.seam.get_range(name, 0, HEADER_SIZE + 24 * (pos1 + 1))
             if raw is None or len(raw) < HEADER_SIZE + 24 * (pos1 + 1):
                 raise CorruptionError("archived delta is missing or short", path=name)
-            fp[a - lo : b - lo + 1] = delta_checks(raw, name, pos1 + 1)[pos0:]
+            return r, a, delta_checks(raw, name, pos1 + 1)[a - r.obj.first :]
+
+        with ThreadPoolExecutor(8) as pool:  # one ranged GET of the slot table per delta, 8 at a time
+            for r, a, checks in pool.map(slots, wanted):
+                fp[a - lo : r.last - lo + 1] = checks
         self.fp = fp
         self.verified.clear()
         if cat.states:
@@ -167,11 +173,27 @@ class Shipper:
 
     def _ship_entries(self, entries: list[Entry], first: int) -> None:
         data, checks = encode_delta(self.next_seq, entries, self.engine_id, first)
-        n = len(entries)
+        self._ship_data(data, first, len(entries), checks)
+
+    def _ship_data(self, data: bytes, first: int, n: int, checks: np.ndarray) -> None:
         rel = log_name(self.next_seq, first, n, False, object_hash(data))
         self._put(rel, data)
         self.stats.bytes_written_by_node += len(data) - HEADER_SIZE
         self._advance(LogName(rel, self.next_seq, first, n, False, 0), checks)
+
+    def _ship_raw(self, parts: list[RawEntries]) -> None:
+        """One delta from consecutive column pieces."""
+        if len(parts) == 1:
+            p = parts[0]
+            terms, plens, checks, payloads = p.terms, p.plens, p.checks, p.payloads
+        else:
+            terms = np.concatenate([p.terms for p in parts])
+            plens = np.concatenate([p.plens for p in parts])
+            checks = np.concatenate([p.checks for p in parts])
+            payloads = b"".join(p.payloads for p in parts)
+        first = parts[0].first
+        data = encode_columns(self.next_seq, first, terms, plens, checks, payloads, self.engine_id)
+        self._ship_data(data, first, len(terms), checks)
 
     def _ship_gap(self, first: int, last: int) -> None:
         data = encode_object(K_GAP, self.next_seq, first, last - first + 1, self.engine_id, b"")
@@ -269,39 +291,47 @@ class Shipper:
             self.fp_base = ls.lo
         try:
             d = self._divergence(ls)
+            if d is not None:
+                if d > ls.hi:
+                    self._ship_entries([], d)  # a truncation
+                else:  # entries from d on are shipped again, as a new generation of those indexes
+                    self._ship_range(ls.segments, d, ls.hi, d)
+            if ls.lo > self.last + 1:
+                self._ship_lost(ls)
+            if ls.hi > self.last:
+                self._ship_range(ls.segments, self.last + 1, ls.hi, None)
         except _Retry:
             return
-        if d is not None:
-            if d > ls.hi:
-                self._ship_entries([], d)  # a truncation
-            else:  # entries from d on are shipped again, as a new generation of those indexes
-                self._ship_range(d, ls.hi, d)
-        if ls.lo > self.last + 1:
-            self._ship_lost(ls)
-        if ls.hi > self.last:
-            self._ship_range(self.last + 1, ls.hi, None)
         self._seal(ls)
         self._ship_state(ls)
         self._ship_kv()
 
-    def _ship_range(self, a: int, b: int, overwrite: int | None) -> None:
-        """Ship the node's entries ``a..b`` (the first delta starts at ``overwrite`` when set)."""
+    def _ship_range(self, refs: list[SegmentRef], a: int, b: int, overwrite: int | None) -> None:
+        """Ship entries ``a..b`` from the segments ``refs`` (the first delta starts at
+        ``overwrite`` when set: a new generation), in deltas of at most MAX_DELTA_BYTES
+        or MAX_DELTA_ENTRIES.  Stops early (the next pass goes on) when the writer
+        rewrote the log under the read, or the segments do not cover the range."""
+        parts: list[RawEntries] = []
+        count = size = 0
         while a <= b:
-            batch: list[Entry] = []
-            size = 0
-            while a <= b and size < MAX_DELTA_BYTES and len(batch) < MAX_DELTA_ENTRIES:
-                got = self.engine.get_entries_range(a, min(b, a + _READ - 1))
-                if not got or got[0].index != a:
-                    b = a - 1  # purged or cut meanwhile: the next pass sees it
-                    break
-                batch.extend(got)
-                size += sum(len(e.payload) + 24 for e in got)
-                a = got[-1].index + 1
-            if not batch:
+            ref = next((r for r in refs if r.base <= a <= r.last), None)
+            if ref is None:
                 break
-            self._ship_entries(batch, batch[0].index)
-            overwrite = None
-        if overwrite is not None:
+            got = segment_raw(self.engine, ref, a, min(b, ref.last, a + _READ - 1))
+            if got is None:  # the writer rewrote the log under the read: ship what was read, go on next pass
+                if parts:
+                    self._ship_raw(parts)
+                raise _Retry()
+            parts.append(got)
+            count += len(got.terms)
+            size += len(got.payloads) + 24 * len(got.terms)
+            a += len(got.terms)
+            if count >= MAX_DELTA_ENTRIES or size >= MAX_DELTA_BYTES:
+                self._ship_raw(parts)
+                parts, count, size, overwrite = [], 0, 0, None
+        if parts:
+            self._ship_raw(parts)
+        elif overwrite is not None:
             self._ship_entries([], overwrite)  # the node cut its log meanwhile: record the truncation
 
     def _ship_lost(self, ls: LogState) -> None:
@@ -316,11 +346,9 @@ class Shipper:
                 nxt = min((h.base for h in have if h.base > a), default=lo)
                 self._ship_gap(a, min(lo, nxt) - 1)
                 continue
-            b = min(ref.last, lo - 1)
-            while a <= b:
-                got = segment_entries(self.engine, ref, a, min(b, a + MAX_DELTA_ENTRIES - 1))
-                self._ship_entries(got, a)
-                a = self.last + 1
+            self._ship_range([ref], a, min(ref.last, lo - 1), None)
+            if self.last < a:
+                raise _Retry()
 
     def _seal(self, ls: LogState) -> None:
         """One seal record per sealed node segment whose entries are all archived."""
@@ -338,9 +366,8 @@ class Shipper:
     def _ship_state(self, ls: LogState) -> None:
         eng = self.engine
         rec = StateRecord(eng.load_hard_state(), ls.purge, eng.last_applied(), ls.manifest_revision)
-        if self.state is not None and (rec.hard, rec.purge, rec.last_applied) == (
-                self.state.hard, self.state.purge, self.state.last_applied):
-            return
+        if self.state is not None and (rec.hard, rec.purge) == (self.state.hard, self.state.purge):
+            return  # last_applied alone moves with every apply: the key/value snapshots carry it
         data = encode_state(self.state_n, self.next_seq - 1, self.engine_id, rec)
         self._put(state_name(self.state_n, self.next_seq - 1, object_hash(data)), data)
         self.state_n += 1

@@ -15,7 +15,7 @@ from segwal.storage.archive.catalog import read_catalog, replay, restorable_end
 from segwal.storage.archive.format import K_KV, K_STATE, decode_delta, decode_object, object_hash
 from segwal.storage.objectstore.seam import as_seam
 
-__all__ = ["verify_archive", "ArchiveReport"]
+__all__ = ["ArchiveReport", "verify_archive"]
 
 
 @dataclass
