@@ -171,10 +171,22 @@ def _fill_segwal(env: Env, batches: list[list[Any]], prefix: str) -> dict[str, f
     return {"write_s": written, "archived_s": time.perf_counter() - t, **st}
 
 
+def _bytecode_env() -> dict[str, str]:
+    """The environment without ``PYTHONDONTWRITEBYTECODE``: a pip-installed segwal is byte-compiled, so its
+    ``segwal restore`` does not compile its modules at every start (Litestream is a compiled binary)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def _warm_segwal_cli() -> None:
+    """Byte-compile what ``segwal restore`` imports (untimed), as ``pip install`` would have."""
+    subprocess.run([sys.executable, "-c", "import segwal.cli, segwal.tools.archive"], env=_bytecode_env(),
+                   check=True, capture_output=True)
+
+
 def _restore_segwal(env: Env, prefix: str, dest: str) -> float:
     cmd = [sys.executable, "-m", "segwal", "restore", env.url(prefix), dest, *env.store_options()]
     t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False, env=_bytecode_env())
     dt = time.perf_counter() - t
     if r.returncode != 0:
         raise RuntimeError(f"segwal restore failed ({r.returncode}): {r.stderr[-2000:]}")
@@ -252,6 +264,7 @@ def fig_restore(env: Env, out: dict[str, Any]) -> None:
             waited = ls.wait_compacted(env.store, 1, txid, timeout=120)
         plan = sorted({(o.level, o.min_txid, o.max_txid) for o in ls.objects(env.store)})
         ls_bytes = sum(o.size for o in ls.objects(env.store))
+        _warm_segwal_cli()
         seg_times: list[float] = []
         ls_times: list[float] = []
         for k in range(rounds):
