@@ -1,8 +1,8 @@
-"""The archiver's read-only tap into an engine's log: segment identities, per-entry check values and the purge hold hook.
+"""The archive's tap into an engine's log: segment identities, per-entry check values, raw entry columns, the purge hold hook, and column appends for restore.
 
-``segwal.storage.archive`` ships a node's log to an object store.  It needs
-three things the public ``StorageEngine`` calls do not give, all served here
-without touching the append path:
+``segwal.storage.archive`` ships a node's log to an object store and builds
+engine directories back from it.  It needs what the public ``StorageEngine``
+calls do not give, all served here without touching the append path:
 
 * :func:`log_segments`: the segments of the engine's current view (sequence
   number, activation uid, first and last index, sealed or tail), so that a
@@ -16,7 +16,12 @@ without touching the append path:
   the segments the purge is about to unlink, before it unlinks them.  The hook
   may map them (:func:`hold_segment`): an unlinked file stays readable while
   mapped, so the archiver can still ship it, and its disk space is freed when
-  the archiver lets it go.  Never called on the append path.
+  the archiver lets it go.  Never called on the append path;
+* :func:`segment_raw`: a range of entries as columns (terms, lengths, check
+  values) and their payloads back to back, each payload verified once: what a
+  delta is made of, without building ``Entry`` objects;
+* :func:`append_columns`: the restore side, appending such columns as one
+  batch.
 """
 
 from __future__ import annotations
@@ -28,9 +33,8 @@ import numpy as np
 import xxhash
 
 from segwal.engine.segments import LiveSegment
-from segwal.engine.view import _read_range
 from segwal.errors import CorruptionError, StaleViewError
-from segwal.types import Entry, LogId
+from segwal.types import LogId
 
 if TYPE_CHECKING:
     from segwal.engine.engine import WalEngine
@@ -38,11 +42,13 @@ if TYPE_CHECKING:
 __all__ = [
     "LogState",
     "PurgeHold",
+    "RawEntries",
     "SegmentRef",
+    "append_columns",
     "hold_segment",
     "log_segments",
     "segment_checks",
-    "segment_entries",
+    "segment_raw",
     "set_purge_hold",
 ]
 
@@ -164,8 +170,9 @@ def segment_raw(engine: WalEngine | None, ref: SegmentRef, start: int, end: int)
         if n != end - start + 1:
             if engine is not None and _stable(engine) != c0:
                 return None
-            raise CorruptionError(f"the segment's index does not reach entries {start}..{end}", path=seg.idx_path,
-                                  index=start)
+            raise CorruptionError(
+                f"the segment's index does not reach entries {start}..{end}", path=seg.idx_path, index=start
+            )
         words = np.frombuffer(buf, dtype="<u8", count=len(buf) // 8)
         halves = np.frombuffer(buf, dtype="<u4", count=len(buf) // 4)
         if n and (bool((offs & 7).any()) or int(offs.max()) + 24 > len(buf)):
@@ -227,20 +234,6 @@ def append_columns(engine: WalEngine, first: int, terms: np.ndarray, payloads: S
         if bool((t[1:] < t[:-1]).any()) or int(t[0]) < lg.last_term():
             raise ValueError(f"entries {first}..{first + n - 1}: terms decrease")
         lg.append(first, t, payloads, total, sizes)  # type: ignore[arg-type]
-
-
-def segment_entries(engine: WalEngine | None, ref: SegmentRef, start: int, end: int) -> list[Entry]:
-    """Entries ``start..end`` of segment ``ref`` (which may be a held segment that a
-    purge already unlinked), verified.  O(their bytes)."""
-    seg = ref.handle
-    if seg.index is None or seg.file is None:
-        if engine is None:
-            raise StaleViewError(f"{seg.path}: segment is not mapped")
-        engine._log._opened(seg)
-    idx, f = seg.index, seg.file
-    assert idx is not None and f is not None
-    m = f.map
-    return _read_range(m if m is not None else b"", idx.array(), seg.base, start, end, seg.path)
 
 
 def hold_segment(engine: WalEngine, ref: SegmentRef) -> int:

@@ -208,8 +208,14 @@ def test_object_names_never_become_paths(tmp_path: Path) -> None:
     seam = DictSeam()
     _archive(tmp_path, seam)
     payload = seam.objects[min(n for n in seam.objects if n.startswith("p/log/"))]
-    for evil in ("p/log/../../escape", "p/../escape", "p/kv/../../../escape", "p/log//abs/escape",
-                 "p/state/..%2f..%2fescape", "p/seal/../../escape"):
+    for evil in (
+        "p/log/../../escape",
+        "p/../escape",
+        "p/kv/../../../escape",
+        "p/log//abs/escape",
+        "p/state/..%2f..%2fescape",
+        "p/seal/../../escape",
+    ):
         seam.objects[evil] = payload
     (tmp_path / "dest").mkdir()
     res = restore(seam, "p", tmp_path / "dest" / "r")
@@ -217,7 +223,9 @@ def test_object_names_never_become_paths(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path / "dest")) == ["r"]
     assert not any("escape" in n for n in os.listdir(tmp_path))
     rep = verify_archive(seam, "p")
-    assert sum("not an archive object name" in f for f in rep.findings) == 5  # p/../escape is outside the prefix's folders
+    assert (
+        sum("not an archive object name" in f for f in rep.findings) == 5
+    )  # p/../escape is outside the prefix's folders
 
 
 def test_restore_refuses_a_symlinked_destination(tmp_path: Path) -> None:
@@ -293,7 +301,6 @@ def test_retention_pass_racing_a_restore_spares_its_plan(tmp_path: Path) -> None
         if k == 4:
             node.apply([(b"k", b"v")], applied=LogId(1, 45))
         arch.sync_now()
-    node.close()
     fired: list[Any] = []
 
     def race(name: str) -> None:
@@ -311,6 +318,11 @@ def test_retention_pass_racing_a_restore_spares_its_plan(tmp_path: Path) -> None
     assert again.deleted
     res2 = restore(seam, "r", tmp_path / "y")
     assert (res2.first_index, res2.last_index) == (46, 60)
+    # an archiver restarted on the node (which still holds 1..60) resumes above the floor: nothing re-shipped
+    logs = {n for n in seam.objects if "/log/" in n}
+    assert Archiver(node, seam, "r").sync_now() == 60
+    assert {n for n in seam.objects if "/log/" in n} == logs
+    node.close()
     with pytest.raises(ValueError):
         restore(seam, "r", tmp_path / "z", to_index=20)  # below the retention floor now
 
@@ -394,3 +406,50 @@ def test_cli_verify_and_restore(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert bad.name in capsys.readouterr().out
     assert main(["restore", url, str(tmp_path / "r2")]) == 2
     assert bad.name in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
+def test_restore_at_n_of_an_older_generation_never_mixes_in_a_later_snapshot(tmp_path: Path) -> None:
+    seam = DictSeam()
+    with WalEngine(tmp_path / "node") as node:
+        arch = Archiver(node, seam, "m", kv_snapshot_interval=0)
+        node.persist_entries(ents(1, 20, 1))
+        node.apply([(b"k", b"gen1")], applied=LogId(1, 6))
+        arch.sync_now()
+        node.truncate(5)  # not what a Raft node does below its applied index; the archive must still not mix
+        node.persist_entries(ents(5, 12, 2, "b"))
+        node.apply([(b"k", b"gen2")], applied=LogId(2, 10))
+        arch.sync_now()
+    # 15 only ever existed in the first generation: the snapshot at 10 (second generation) does not fit it
+    r = restore(seam, "m", tmp_path / "old", to_index=15)
+    assert r.kv_snapshot_index == 6
+    same_as(tmp_path / "old", ents(7, 15, 1), base=6, kv={b"k": b"gen1"})
+    r = restore(seam, "m", tmp_path / "new")
+    assert (r.kv_snapshot_index, r.last_index) == (10, 12)
+    same_as(tmp_path / "new", ents(11, 12, 2, "b"), base=10, kv={b"k": b"gen2"})
+
+
+def test_retention_pass_between_a_restores_listing_and_its_lease_makes_it_plan_again(tmp_path: Path) -> None:
+    seam = DictSeam()
+    node = WalEngine(tmp_path / "node")
+    arch = Archiver(node, seam, "q", kv_snapshot_interval=0)
+    node.persist_entries(ents(1, 50, 1))
+    node.apply([(b"k", b"45")], applied=LogId(1, 45))
+    arch.sync_now()
+    real_put = seam.put
+    done: list[Any] = []
+
+    def put(name: str, data: bytes, *, create: bool = False, write_id: str | None = None) -> None:
+        if "/lease/" in name and not done:  # the restore listed and planned (snapshot at 45): now, before its lease,
+            done.append(1)  # the node moves on and a retention pass removes what that plan named
+            node.persist_entries(ents(51, 60, 1))
+            node.apply([(b"k", b"55")], applied=LogId(1, 55))
+            arch.sync_now()
+            done.append(apply_retention(seam, "q", 0))
+        real_put(name, data, create=create, write_id=write_id)
+
+    seam.put = put  # type: ignore[method-assign]
+    res = restore(seam, "q", tmp_path / "r")
+    assert done and any("/kv/" in d for d in done[1].deleted)  # the planned snapshot at 45 went
+    assert (res.kv_snapshot_index, res.last_index) == (55, 60)
+    same_as(tmp_path / "r", ents(56, 60, 1), base=55, kv={b"k": b"55"})
+    node.close()

@@ -46,8 +46,9 @@ def _store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 
 @pytest.mark.parametrize("kind", ["s3", "local"])
-def test_thread_archiver_beside_a_rotating_purging_node(kind: str, request: pytest.FixtureRequest,
-                                                        tmp_path: Path) -> None:
+def test_thread_archiver_beside_a_rotating_purging_node(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     store = _store(kind, request, tmp_path)
     prefix = f"thread-{uuid.uuid4().hex[:8]}"
     node = WalEngine(tmp_path / "node", segment_size=16 << 10)
@@ -95,9 +96,25 @@ def test_thread_archiver_beside_a_rotating_purging_node(kind: str, request: pyte
 def _sidecar(options: dict[str, object], node_dir: Path, url: str) -> subprocess.Popen[str]:
     opts = [a for k, v in options.items() for a in ("--store-option", f"{k}={v}")]
     return subprocess.Popen(
-        [sys.executable, "-m", "segwal", "archive", "run", str(node_dir), url, "--tail-interval", "0.1",
-         "--kv-snapshot-interval", "0", *opts],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env(), cwd=str(ROOT),
+        [
+            sys.executable,
+            "-m",
+            "segwal",
+            "archive",
+            "run",
+            str(node_dir),
+            url,
+            "--tail-interval",
+            "0.1",
+            "--kv-snapshot-interval",
+            "0",
+            *opts,
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=_env(),
+        cwd=str(ROOT),
     )
 
 
@@ -128,8 +145,9 @@ class _Lines:
 
 
 @pytest.mark.parametrize("kind", ["s3", "local"])
-def test_sidecar_killed_mid_upload_resumes_and_node_killed_then_restore(kind: str, request: pytest.FixtureRequest,
-                                                                         tmp_path: Path) -> None:
+def test_sidecar_killed_mid_upload_resumes_and_node_killed_then_restore(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     node_dir = tmp_path / "node"
     if kind == "s3":
         server = request.getfixturevalue("seaweedfs")
@@ -140,8 +158,12 @@ def test_sidecar_killed_mid_upload_resumes_and_node_killed_then_restore(kind: st
 
         url, options = f"file://{tmp_path / 'bucket'}", {}
         store, prefix = LocalStore(str(tmp_path / "bucket"), mkdir=True), ""
-    node = subprocess.Popen([sys.executable, str(HERE / "archive_node_child.py"), str(node_dir)],
-                            stdout=subprocess.PIPE, text=True, env=_env())
+    node = subprocess.Popen(
+        [sys.executable, str(HERE / "archive_node_child.py"), str(node_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     try:
         assert node.stdout is not None and node.stdout.readline().startswith("last ")
         side = _sidecar(options, node_dir, url)

@@ -34,14 +34,24 @@ def status_line(st: Any, rate: float) -> str:
     ratio = st.bytes_uploaded / st.bytes_written_by_node if st.bytes_written_by_node else 0.0
     gaps = f"  GAPS {len(st.gaps)}" if st.gaps else ""
     err = f"  error: {st.last_error}" if st.last_error else ""
-    return (f"archived {st.shipped_index} of {st.node_index}  lag {st.lag_seconds:5.1f} s  "
-            f"{st.bytes_uploaded / 1e6:9.2f} MB up ({rate / 1e6:6.2f} MB/s, {ratio:.2f} B/B){gaps}{err}")
+    return (
+        f"archived {st.shipped_index} of {st.node_index}  lag {st.lag_seconds:5.1f} s  "
+        f"{st.bytes_uploaded / 1e6:9.2f} MB up ({rate / 1e6:6.2f} MB/s, {ratio:.2f} B/B){gaps}{err}"
+    )
 
 
-def run_sidecar(path: str, url: str, options: Mapping[str, object], *, tail_interval: float = 1.0,
-                kv_snapshot_interval: float | None = 60.0, retain: float | None = None,
-                passes: int | None = None, out: TextIO = sys.stderr,
-                stop: Callable[[], bool] | None = None) -> int:
+def run_sidecar(
+    path: str,
+    url: str,
+    options: Mapping[str, object],
+    *,
+    tail_interval: float = 1.0,
+    kv_snapshot_interval: float | None = 60.0,
+    retain: float | None = None,
+    passes: int | None = None,
+    out: TextIO = sys.stderr,
+    stop: Callable[[], bool] | None = None,
+) -> int:
     """Run the sidecar until SIGTERM/SIGINT (or ``passes`` passes); returns the exit status.
 
     Each pass ships what the node wrote since the last (module docstring) and
@@ -103,8 +113,10 @@ def restore_url(url: str, dest: str, options: Mapping[str, object], to_index: in
     """Restore ``dest`` from the archive at ``url``; returns the lines to print."""
     store, prefix = _store(url, options)
     res = restore(store, prefix, dest, to_index=to_index)
-    done = (f"first index {res.first_index}, last index {res.last_index}, "
-            f"{res.objects_read} objects, {res.bytes_read} bytes read and verified")
+    done = (
+        f"first index {res.first_index}, last index {res.last_index}, "
+        f"{res.objects_read} objects, {res.bytes_read} bytes read and verified"
+    )
     return [res.message, done]
 
 

@@ -40,8 +40,10 @@ class ArchiveStatus:
     """What the archiver has done (a snapshot; :meth:`Archiver.status`).
 
     ``shipped_index``: the archive's last index; ``node_index``: the node's last
-    index at the last pass; ``lag_seconds``: how long the oldest entry the node
-    had that the archive lacked has waited (0 when caught up);
+    index at the last pass; ``lag_seconds``: since when the archive lacks
+    entries the node has, counted from the first pass that saw them (0 when
+    the last pass caught up; a write also waits up to ``tail_interval`` for
+    that pass);
     ``bytes_uploaded`` / ``bytes_written_by_node``: object bytes put, and the
     node's log bytes (slots and payloads) they carry; ``gaps``: index ranges
     the node dropped before they were archived; ``held_bytes``: purged segment
@@ -216,8 +218,13 @@ class Archiver:
                 if self._held_bytes + size > self.max_held_bytes:
                     log.warning(
                         "archiver: letting the purge of %s (entries %d..%d) go unarchived: %d bytes already held "
-                        "(max_held_bytes %d); the archive will record a gap", ref.handle.path,
-                        max(ref.base, last + 1), ref.last, self._held_bytes, self.max_held_bytes)
+                        "(max_held_bytes %d); the archive will record a gap",
+                        ref.handle.path,
+                        max(ref.base, last + 1),
+                        ref.last,
+                        self._held_bytes,
+                        self.max_held_bytes,
+                    )
                     continue
                 try:
                     size = hold_segment(self.engine, ref)

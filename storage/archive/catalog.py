@@ -12,7 +12,11 @@ the object); restore never crosses it.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from segwal.errors import CorruptionError
 from segwal.storage.archive.format import (
@@ -149,8 +153,9 @@ def replay(cat: Catalog, upto: int | None = None) -> Replay:
             continue  # below the retention floor: being removed
         if o.seq != expect:
             what = "appears twice (two archivers on one prefix?)" if o.seq < expect else "is missing"
-            raise CorruptionError(f"log object {min(expect, o.seq)} {what} "
-                                  f"(before {cat.full(o.name)})", path=cat.full(o.name))
+            raise CorruptionError(
+                f"log object {min(expect, o.seq)} {what} (before {cat.full(o.name)})", path=cat.full(o.name)
+            )
         if upto is not None and o.seq > upto:
             break
         if done == 0:
@@ -158,8 +163,11 @@ def replay(cat: Catalog, upto: int | None = None) -> Replay:
             if last > 0:
                 runs.append(Run(1, last, LogName("(before the archive)", 0, 1, last, True, 0)))
         if not 1 <= o.first <= last + 1:
-            raise CorruptionError(f"log object starts at index {o.first}, after the archived log's end {last}",
-                                  path=cat.full(o.name), index=o.first)
+            raise CorruptionError(
+                f"log object starts at index {o.first}, after the archived log's end {last}",
+                path=cat.full(o.name),
+                index=o.first,
+            )
         while runs and runs[-1].first >= o.first:
             runs.pop()
         if runs and runs[-1].last >= o.first:
@@ -187,18 +195,30 @@ class Plan:
     state: str | None
 
     def objects(self) -> list[str]:
-        """The full keys this plan reads (lease contents)."""
-        out = [r.obj.name for r in self.runs]
-        return out
+        """The log objects this plan reads (names relative to the prefix).  O(runs)."""
+        return [r.obj.name for r in self.runs]
 
 
-def _kv_candidates(cat: Catalog, target: int) -> list[KvRef]:
-    return [k for k in reversed(cat.kvs) if k.index <= target]
+def _kv_candidates(cat: Catalog, target: int, upto: int) -> Iterator[KvRef]:
+    """Key/value snapshots at or below ``target`` that fit the history replayed up to log
+    object ``upto``, newest first: no log object written between the snapshot and
+    ``upto`` (in either order) rewrote an entry at or below its applied index, so the
+    entries it was applied from are the ones this history holds.  O(objects) per
+    snapshot looked at."""
+    seqs = [o.seq for o in cat.logs]
+    firsts = np.array([o.first for o in cat.logs], dtype=np.uint64)
+    for k in reversed(cat.kvs):
+        if k.index > target:
+            continue
+        a, b = sorted((k.seq, upto))
+        i, j = bisect_right(seqs, a), bisect_right(seqs, b)
+        if i < j and int(firsts[i:j].min()) <= k.index:
+            continue  # the log it was applied from was cut or overwritten in between
+        yield k
 
 
-def plan_restore(cat: Catalog, target: int | None = None) -> tuple[Plan, list[KvRef]]:
-    """The plan for restoring at ``target`` (``None``: the latest restorable index), and
-    the older key/value snapshots to fall back on.  O(objects).
+def plan_restore(cat: Catalog, target: int | None = None) -> Plan:
+    """The plan for restoring at ``target`` (``None``: the archived log's last index).  O(objects).
 
     Raises:
         CorruptionError: damage in the sequence of log objects.
@@ -215,12 +235,14 @@ def plan_restore(cat: Catalog, target: int | None = None) -> tuple[Plan, list[Kv
     if target > full.last:
         past = [s for s, last in full.lasts.items() if last >= target]
         if not past:
-            raise ValueError(f"to_index {target} is beyond every archived log (highest {max(full.lasts.values(), default=0)})")
+            raise ValueError(
+                f"to_index {target} is beyond every archived log (highest {max(full.lasts.values(), default=0)})"
+            )
         rp = replay(cat, max(past))
     else:
         rp = full
-    kvs = _kv_candidates(cat, target)
-    base = kvs[0].index if kvs else 0
+    kv = next(_kv_candidates(cat, target, rp.seq), None)
+    base = kv.index if kv is not None else 0
     blocking = [r for r in rp.runs if r.obj.gap and r.last > base and r.first <= target]
     if blocking:
         raise ValueError(_gap_text(cat, rp, target, base))
@@ -230,7 +252,7 @@ def plan_restore(cat: Catalog, target: int | None = None) -> tuple[Plan, list[Kv
         if a <= b:
             runs.append(Run(a, b, r.obj))
     state = cat.states[-1][2] if cat.states else None
-    return Plan(target, base, kvs[0] if kvs else None, runs, rp.seq, state), kvs[1:]
+    return Plan(target, base, kv, runs, rp.seq, state)
 
 
 def _gap_text(cat: Catalog, rp: Replay, target: int, base: int = 0) -> str:
@@ -239,9 +261,11 @@ def _gap_text(cat: Catalog, rp: Replay, target: int, base: int = 0) -> str:
         return f"index {target} is not restorable"
     r = g[-1]
     where = cat.full(r.obj.name) if r.obj.seq else "entries below the archive's first object"
-    return (f"cannot restore at {target}: entries {r.first}..{r.last} are a gap in the archive ({where}: "
-            f"the node dropped them before they were archived) and no key/value snapshot at or after {r.last} "
-            f"and at or below {target} covers them")
+    return (
+        f"cannot restore at {target}: entries {r.first}..{r.last} are a gap in the archive ({where}: "
+        f"the node dropped them before they were archived) and no key/value snapshot at or after {r.last} "
+        f"and at or below {target} covers them"
+    )
 
 
 def restorable_end(cat: Catalog, rp: Replay) -> int | None:
@@ -258,10 +282,10 @@ def restorable_end(cat: Catalog, rp: Replay) -> int | None:
         while j > 0 and not runs[j - 1].obj.gap:
             j -= 1
         lo, hi = runs[j].first, runs[k - 1].last
-        if lo == 1 or any(lo - 1 <= s.index <= hi for s in cat.kvs):
+        if lo == 1 or any(lo - 1 <= s.index for s in _kv_candidates(cat, hi, rp.seq)):
             return hi
         # a snapshot inside a gap, or past it, may still cover it
         k = j
-    if any(s.index == rp.last for s in cat.kvs) and rp.last:
+    if rp.last and any(s.index == rp.last for s in _kv_candidates(cat, rp.last, rp.seq)):
         return rp.last
     return None

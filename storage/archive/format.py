@@ -150,14 +150,16 @@ def check_name_hash(name: str, digest: int, data: bytes) -> None:
     """Raise CorruptionError unless ``data`` hashes to the ``digest`` its name carries.  O(len)."""
     got = object_hash(data)
     if got != digest:
-        raise CorruptionError(f"object content does not match its name (xxh3 {got:016x}, name says {digest:016x})",
-                              path=name, offset=0)
+        raise CorruptionError(
+            f"object content does not match its name (xxh3 {got:016x}, name says {digest:016x})", path=name, offset=0
+        )
 
 
 def encode_object(kind: int, seq: int, first: int, count: int, engine_id: int, body: bytes) -> bytes:
     """Header + body.  Pure, O(len(body))."""
-    head = _HEAD.pack(_MAGIC, ARCHIVE_VERSION, kind, seq, first, count, engine_id, int(time.time() * 1000),
-                      len(body), crc32c(body))
+    head = _HEAD.pack(
+        _MAGIC, ARCHIVE_VERSION, kind, seq, first, count, engine_id, int(time.time() * 1000), len(body), crc32c(body)
+    )
     return head + crc32c(head).to_bytes(4, "little") + body
 
 
@@ -173,8 +175,9 @@ def decode_object(data: bytes, name: str, kind: int | None = None) -> tuple[Head
     if magic != _MAGIC or crc32c(data[:60]) != int.from_bytes(data[60:64], "little"):
         raise CorruptionError("bad object header (magic or checksum)", path=name, offset=0)
     if version > ARCHIVE_VERSION:
-        raise FormatVersionError(f"archive object version {version} is newer than {ARCHIVE_VERSION}", path=name,
-                                 offset=4)
+        raise FormatVersionError(
+            f"archive object version {version} is newer than {ARCHIVE_VERSION}", path=name, offset=4
+        )
     if blen != len(data) - HEADER_SIZE:
         raise CorruptionError(f"body length {blen} does not match the object's size {len(data)}", path=name, offset=48)
     body = memoryview(data)[HEADER_SIZE:]
@@ -205,8 +208,9 @@ def encode_delta(seq: int, entries: list[Entry], engine_id: int, first: int | No
     return encode_object(K_DELTA, seq, f, n, engine_id, body), slots["check"].copy()
 
 
-def encode_columns(seq: int, first: int, terms: np.ndarray, plens: np.ndarray, checks: np.ndarray, payloads: bytes,
-                   engine_id: int) -> bytes:
+def encode_columns(
+    seq: int, first: int, terms: np.ndarray, plens: np.ndarray, checks: np.ndarray, payloads: bytes, engine_id: int
+) -> bytes:
     """A delta object from columns (the slots' terms, payload lengths, check values) and
     the payloads back to back, as :func:`segwal.engine.tap.segment_raw` reads them.  O(bytes)."""
     slots = np.zeros(len(terms), dtype=_SLOT)
@@ -216,8 +220,9 @@ def encode_columns(seq: int, first: int, terms: np.ndarray, plens: np.ndarray, c
 
 def _slots(body: memoryview, count: int, name: str) -> np.ndarray:
     if count > len(body) // _SLOT.itemsize:
-        raise CorruptionError(f"entry count {count} does not fit the object's {len(body)} body bytes", path=name,
-                              offset=24)
+        raise CorruptionError(
+            f"entry count {count} does not fit the object's {len(body)} body bytes", path=name, offset=24
+        )
     return np.frombuffer(body, dtype=_SLOT, count=count)
 
 
@@ -241,8 +246,9 @@ def decode_delta(data: bytes, name: str) -> tuple[Header, list[Entry]]:
     plens = slots["plen"].astype(np.int64)
     end = n * _SLOT.itemsize + int(plens.sum())
     if end != len(body) or (n and bool((slots["zero"] != 0).any())):
-        raise CorruptionError(f"slot table does not add up to the body ({end} != {len(body)} bytes)", path=name,
-                              offset=HEADER_SIZE)
+        raise CorruptionError(
+            f"slot table does not add up to the body ({end} != {len(body)} bytes)", path=name, offset=HEADER_SIZE
+        )
     if n and first + n > 1 << 64:
         raise CorruptionError(f"index range {first}+{n} overflows", path=name, offset=16)
     starts = (np.cumsum(plens) - plens + n * _SLOT.itemsize).tolist()
@@ -277,8 +283,9 @@ def decode_delta_columns(data: bytes, name: str) -> tuple[Header, np.ndarray, li
     plens = slots["plen"].astype(np.int64)
     end = n * _SLOT.itemsize + int(plens.sum())
     if end != len(body) or (n and bool((slots["zero"] != 0).any())):
-        raise CorruptionError(f"slot table does not add up to the body ({end} != {len(body)} bytes)", path=name,
-                              offset=HEADER_SIZE)
+        raise CorruptionError(
+            f"slot table does not add up to the body ({end} != {len(body)} bytes)", path=name, offset=HEADER_SIZE
+        )
     if n and first + n > 1 << 64:
         raise CorruptionError(f"index range {first}+{n} overflows", path=name, offset=16)
     ends = np.cumsum(plens) + n * _SLOT.itemsize
@@ -293,8 +300,12 @@ def decode_delta_columns(data: bytes, name: str) -> tuple[Header, np.ndarray, li
     down = np.flatnonzero(terms[1:] < terms[:-1])
     if len(down):
         i = int(down[0]) + 1
-        raise CorruptionError(f"term {int(terms[i])} below the previous entry's {int(terms[i - 1])}", path=name,
-                              offset=HEADER_SIZE + 24 * i, index=first + i)
+        raise CorruptionError(
+            f"term {int(terms[i])} below the previous entry's {int(terms[i - 1])}",
+            path=name,
+            offset=HEADER_SIZE + 24 * i,
+            index=first + i,
+        )
     return head, terms, views
 
 
@@ -302,12 +313,26 @@ def encode_state(n: int, seq: int, engine_id: int, rec: StateRecord) -> bytes:
     """A state object.  Pure."""
     hs, p, a = rec.hard, rec.purge, rec.last_applied
     v = hs.voted_for if hs is not None else None
-    flags = (hs is not None) | (v is not None) << 1 | (v is not None and v.committed) << 2 | (p is not None) << 3 \
+    flags = (
+        (hs is not None)
+        | (v is not None) << 1
+        | (v is not None and v.committed) << 2
+        | (p is not None) << 3
         | (a is not None) << 4
+    )
     body = _STATE.pack(
-        flags, hs.current_term if hs else 0, v.voted_for_id if v else 0, v.voted_for_term if v else 0,
-        hs.commit_index if hs else 0, p.term if p else 0, p.index if p else 0, a.term if a else 0, a.index if a else 0,
-        rec.manifest_revision, 0, 0,
+        flags,
+        hs.current_term if hs else 0,
+        v.voted_for_id if v else 0,
+        v.voted_for_term if v else 0,
+        hs.commit_index if hs else 0,
+        p.term if p else 0,
+        p.index if p else 0,
+        a.term if a else 0,
+        a.index if a else 0,
+        rec.manifest_revision,
+        0,
+        0,
     )
     return encode_object(K_STATE, n, seq, 0, engine_id, body)
 

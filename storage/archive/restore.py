@@ -121,12 +121,17 @@ def _read_delta(cat: Catalog, obj: LogName, data: bytes) -> tuple[np.ndarray, li
     """Log object ``obj`` (its bytes ``data``) checked (module docstring): its terms and payloads."""
     name = cat.full(obj.name)
     if object_hash(data) != obj.digest:
-        raise CorruptionError("archive object does not match the hash in its name (damaged or replaced)",
-                              path=name, offset=0)
+        raise CorruptionError(
+            "archive object does not match the hash in its name (damaged or replaced)", path=name, offset=0
+        )
     head, terms, payloads = decode_delta_columns(data, name)
     if (head.seq, head.first, head.count) != (obj.seq, obj.first, obj.count):
-        raise CorruptionError(f"object header says seq {head.seq} entries {head.first}+{head.count}, "
-                              f"its name seq {obj.seq} entries {obj.first}+{obj.count}", path=name, offset=8)
+        raise CorruptionError(
+            f"object header says seq {head.seq} entries {head.first}+{head.count}, "
+            f"its name seq {obj.seq} entries {obj.first}+{obj.count}",
+            path=name,
+            offset=8,
+        )
     return terms, payloads
 
 
@@ -144,32 +149,47 @@ def _check_dest(dest: str) -> tuple[str, str]:
     return dest, parent
 
 
+def _lease_objects(cat: Catalog, plan: Plan) -> list[str]:
+    return [cat.full(o) for o in plan.objects()] + ([plan.kv.name] if plan.kv else [])
+
+
 def _lease(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, seconds: float) -> str:
     name = join(cat.prefix, f"lease/{uuid.uuid4().hex}.json")
-    objs = [cat.full(o) for o in plan.objects()] + ([plan.kv.name] if plan.kv else [])
-    doc = {"expires": time.time() + seconds, "target": plan.target, "objects": objs}
+    doc = {"expires": time.time() + seconds, "target": plan.target, "objects": _lease_objects(cat, plan)}
     seam.put(name, json.dumps(doc).encode(), create=True)
     return name
 
 
-def _planned(seam: ObjectStoreSeam, prefix: str, to_index: int | None, lease_seconds: float) -> tuple[Catalog, Plan, str]:
+def _planned(
+    seam: ObjectStoreSeam, prefix: str, to_index: int | None, lease_seconds: float
+) -> tuple[Catalog, Plan, str]:
     """List, plan, lease; then make sure no retention pass that could miss the lease is at work."""
     deadline = time.monotonic() + 600
     while True:
         cat = read_catalog(seam, prefix)
-        plan, _older = plan_restore(cat, to_index)
+        plan = plan_restore(cat, to_index)
         lease = _lease(seam, cat, plan, lease_seconds)
-        passes = active_json(seam, read_catalog(seam, prefix).passes)
-        if not passes:
+        now = read_catalog(seam, prefix)
+        passes = active_json(seam, now.passes)
+        gone = [n for n in _lease_objects(cat, plan) if n not in now.sizes]
+        if not passes and not gone:
             return cat, plan, lease
-        seam.delete([lease])  # a pass began before it could see the lease: wait for it, then plan again
+        # a pass began before it could see the lease, or one ran between the LIST and the lease:
+        # wait for it, then plan again
+        seam.delete([lease])
         if time.monotonic() > deadline:
-            raise TimeoutError(f"a retention pass ({passes[0][0]}) kept the archive busy for 600 s")
-        time.sleep(0.2)
+            raise TimeoutError(f"retention passes kept the archive busy for 600 s ({passes[:1] or gone[:1]})")
+        time.sleep(0.2 if passes else 0.0)
 
 
-def restore(store: Any, prefix: str, dest_dir: str | os.PathLike[str], *, to_index: int | None = None,
-            lease_seconds: float = LEASE_SECONDS) -> RestoreResult:
+def restore(
+    store: Any,
+    prefix: str,
+    dest_dir: str | os.PathLike[str],
+    *,
+    to_index: int | None = None,
+    lease_seconds: float = LEASE_SECONDS,
+) -> RestoreResult:
     """Build the engine directory ``dest_dir`` (absent or empty) from the archive at
     ``prefix``: at the latest restorable index, or at ``to_index`` = N (the newest
     archived version of entries <= N; the newest key/value snapshot at M <= N,
@@ -218,7 +238,9 @@ def restore(store: Any, prefix: str, dest_dir: str | os.PathLike[str], *, to_ind
             log.warning("restore lease %s not removed (it expires): %s", lease, e)
 
 
-def _fetch(seam: ObjectStoreSeam, cat: Catalog, plan: Plan) -> Iterator[tuple[LogName, np.ndarray, list[memoryview], int]]:
+def _fetch(
+    seam: ObjectStoreSeam, cat: Catalog, plan: Plan
+) -> Iterator[tuple[LogName, np.ndarray, list[memoryview], int]]:
     """The plan's log objects in order, checked: downloaded 8 at a time ahead (the
     threads only wait for the store), verified and decoded in the caller's thread."""
     objs: list[LogName] = []
@@ -260,11 +282,17 @@ def _build(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, tmp: str, dest: str)
             for a, b in by_obj.pop(obj.name, []):
                 lo, hi = a - obj.first, b - obj.first + 1
                 if a != expect or lo < 0 or hi > len(payloads):
-                    raise CorruptionError(f"object does not hold entries {a}..{b} the sequence places in it",
-                                          path=cat.full(obj.name), index=expect)
+                    raise CorruptionError(
+                        f"object does not hold entries {a}..{b} the sequence places in it",
+                        path=cat.full(obj.name),
+                        index=expect,
+                    )
                 if int(terms[lo]) < prev_term:
-                    raise CorruptionError(f"entry {a} has term {int(terms[lo])}, below {prev_term} of the entry "
-                                          "before it", path=cat.full(obj.name), index=a)
+                    raise CorruptionError(
+                        f"entry {a} has term {int(terms[lo])}, below {prev_term} of the entry before it",
+                        path=cat.full(obj.name),
+                        index=a,
+                    )
                 for i in range(lo, hi, _BATCH):
                     j = min(hi, i + _BATCH)
                     append_columns(eng, obj.first + i, terms[i:j], payloads[i:j])
@@ -287,12 +315,14 @@ def _build(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, tmp: str, dest: str)
         first, last = eng.first_index(), eng.last_index()
     finally:
         eng.close()
-    msg = (f"restored entries {plan.base + 1}..{plan.target}"
-           + (f" over the key/value snapshot at {plan.base}" if plan.kv else "")
-           + f" into {dest}: term {hs.current_term}, no vote, commit index {hs.commit_index}. "
-           "The restored node is safe to start as a NEW member of a cluster (add it by a membership change) "
-           "or, with every member restored from archives, for a whole-cluster rebuild; it must not rejoin "
-           "under the identity of a live member.")
+    msg = (
+        f"restored entries {plan.base + 1}..{plan.target}"
+        + (f" over the key/value snapshot at {plan.base}" if plan.kv else "")
+        + f" into {dest}: term {hs.current_term}, no vote, commit index {hs.commit_index}. "
+        "The restored node is safe to start as a NEW member of a cluster (add it by a membership change) "
+        "or, with every member restored from archives, for a whole-cluster rebuild; it must not rejoin "
+        "under the identity of a live member."
+    )
     return RestoreResult(dest, plan.target, first, last, plan.base, hs, nread, nbytes, msg)
 
 

@@ -86,7 +86,9 @@ def apply_retention(store: Any, prefix: str, retain_seconds: float, *, now: floa
         needed = [r.obj.seq for r in rp.runs if r.last > keep_kv.index and r.obj.seq]
         floor = min([keep_kv.seq + 1, *needed])
         doomed = [cat.full(o.name) for o in cat.logs if o.seq < floor]
-        doomed += [k.name for k in cat.kvs if k.index < keep_kv.index or (k.index == keep_kv.index and k.seq < keep_kv.seq)]
+        doomed += [
+            k.name for k in cat.kvs if k.index < keep_kv.index or (k.index == keep_kv.index and k.seq < keep_kv.seq)
+        ]
         doomed += [s for s in cat.seals if _seal_seq(s) < floor - 1]
         below = [name for _n, seq, name, _d in cat.states if seq < floor - 1]
         doomed += below[:-1]  # the newest state written before the floor stays

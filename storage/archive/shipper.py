@@ -88,7 +88,9 @@ class Shipper:
     Not thread-safe: one caller at a time (the Archiver holds a lock around it).
     """
 
-    def __init__(self, engine: WalEngine, seam: ObjectStoreSeam, prefix: str, *, kv_snapshot_interval: float | None = 60.0) -> None:
+    def __init__(
+        self, engine: WalEngine, seam: ObjectStoreSeam, prefix: str, *, kv_snapshot_interval: float | None = 60.0
+    ) -> None:
         self.engine = engine
         self.seam = seam
         self.prefix = prefix.strip("/")
@@ -199,11 +201,17 @@ class Shipper:
         data = encode_object(K_GAP, self.next_seq, first, last - first + 1, self.engine_id, b"")
         rel = log_name(self.next_seq, first, last - first + 1, True, object_hash(data))
         self._put(rel, data)
-        log.warning("archive gap: entries %d..%d were purged by the node before they were archived (%s)",
-                    first, last, join(self.prefix, rel))
+        log.warning(
+            "archive gap: entries %d..%d were purged by the node before they were archived (%s)",
+            first,
+            last,
+            join(self.prefix, rel),
+        )
         self.stats.gaps.append((first, last))
-        self._advance(LogName(rel, self.next_seq, first, last - first + 1, True, 0),
-                      np.full(last - first + 1, _NO_CHECK, dtype=np.uint64))
+        self._advance(
+            LogName(rel, self.next_seq, first, last - first + 1, True, 0),
+            np.full(last - first + 1, _NO_CHECK, dtype=np.uint64),
+        )
 
     def _advance(self, obj: LogName, checks: np.ndarray) -> None:
         f = obj.first
@@ -275,7 +283,8 @@ class Shipper:
             checks = segment_checks(self.engine, ref, a, b)
             if checks is None:
                 raise _Retry()
-            diff = np.flatnonzero(checks != self.fp[a - base : b - base + 1])
+            known = self.fp[a - base : b - base + 1]  # _NO_CHECK: not archived here (a gap, below the floor)
+            diff = np.flatnonzero((checks != known) & (known != _NO_CHECK))
             if len(diff):
                 d = a + int(diff[0])
                 break
@@ -366,7 +375,11 @@ class Shipper:
     def _ship_state(self, ls: LogState) -> None:
         eng = self.engine
         rec = StateRecord(eng.load_hard_state(), ls.purge, eng.last_applied(), ls.manifest_revision)
-        if self.state is not None and (rec.hard, rec.purge) == (self.state.hard, self.state.purge):
+        if self.state is not None and (rec.hard, rec.purge, rec.manifest_revision) == (
+            self.state.hard,
+            self.state.purge,
+            self.state.manifest_revision,
+        ):
             return  # last_applied alone moves with every apply: the key/value snapshots carry it
         data = encode_state(self.state_n, self.next_seq - 1, self.engine_id, rec)
         self._put(state_name(self.state_n, self.next_seq - 1, object_hash(data)), data)

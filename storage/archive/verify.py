@@ -48,8 +48,9 @@ def verify_archive(store: Any, prefix: str = "") -> ArchiveReport:
     except CorruptionError as e:
         rep.findings.append(str(e))
         rep.exit_status = 2
-    checks: list[tuple[str, int, int | None]] = [(cat.full(o.name), o.digest, None if o.gap else -1)
-                                                  for o in cat.logs if o.seq >= cat.floor]
+    checks: list[tuple[str, int, int | None]] = [
+        (cat.full(o.name), o.digest, None if o.gap else -1) for o in cat.logs if o.seq >= cat.floor
+    ]
     checks += [(name, digest, K_STATE) for _n, _s, name, digest in cat.states]
     checks += [(k.name, k.digest, K_KV) for k in cat.kvs]
     for name, digest, kind in checks:
