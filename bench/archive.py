@@ -45,22 +45,11 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from .archive_load import (
-    Commit,
-    LitestreamPoller,
-    PositionPoller,
-    cpu_per_call,
-    lags,
-    make_batches,
-    percentiles,
-    steady_appends,
-    summary,
-)
+from .archive_figures import Env, fig_cpu, fig_lag, start_litestream, status
+from .archive_load import make_batches
 from .archive_report import format_table, plot, targets
-from .peers.litestream import SNAPSHOT_LEVEL, Litestream
 
 __all__ = ["build_parser", "main"]
 
@@ -85,14 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--per-call", type=int, default=10, help="entries per call of the lag load (default 10)")
     ap.add_argument("--lag-seconds", type=float, default=None, help="length of each lag run (default 30 s)")
     ap.add_argument("--poll", type=float, default=0.05, help="archive poll period of the lag figure (default 0.05 s)")
-    ap.add_argument("--no-sidecar", action="store_true",
-                    help="lag figure: skip the `segwal archive run` sidecar (--quick always does)")
+    ap.add_argument(
+        "--no-sidecar",
+        action="store_true",
+        help="lag figure: skip the `segwal archive run` sidecar (--quick always does)",
+    )
     ap.add_argument("--tail-interval", type=float, default=1.0, help="the archiver's tail interval (default 1 s)")
     ap.add_argument("--pairs", type=int, default=None, help="interleaved pairs of the CPU figure (default 10)")
     ap.add_argument("--cpu-appends", type=int, default=None, help="timed one-entry appends per CPU run (default 5,000)")
-    ap.add_argument("--litestream-wait", choices=("l1", "none"), default=None,
-                    help="before timing Litestream's restore, wait for its L1 compaction (default; <= 30 s) or not "
-                         "(--quick's default: it restores its start snapshot plus the L0 files)")
+    ap.add_argument(
+        "--litestream-wait",
+        choices=("l1", "none"),
+        default=None,
+        help="before timing Litestream's restore, wait for its L1 compaction (default; <= 30 s) or not "
+        "(--quick's default: it restores its start snapshot plus the L0 files)",
+    )
     ap.add_argument("--endpoint", default=None, help="an S3 endpoint on 127.0.0.1 (default: start SeaweedFS)")
     ap.add_argument("--bucket", default="segwal-test", help="the bucket at --endpoint")
     ap.add_argument("--data-dir", default=None, help="where the engines are written (default: a temp dir)")
@@ -103,49 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=20261204)
     ap.add_argument("--label", default="", help="free text stored in the JSON")
     return ap
-
-
-@dataclass
-class Env:
-    """What every figure needs: the S3 server, a store on its bucket, scratch space, options."""
-
-    server: Any
-    store: Any
-    work: str
-    args: argparse.Namespace
-    rng: random.Random
-
-    def url(self, prefix: str) -> str:
-        return f"s3://{self.server.bucket}/{prefix}"
-
-    def store_options(self) -> list[str]:
-        out: list[str] = []
-        for key, value in self.server.url_options().items():
-            out += ["--store-option", f"{key}={value}"]
-        return out
-
-    def scratch(self, name: str) -> str:
-        return os.path.join(self.work, f"{name}-{uuid.uuid4().hex[:8]}")
-
-    def log(self, msg: str) -> None:
-        print(f"[archive bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _tree_bytes(path: str) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
-
-
-def _status(arch: Any) -> dict[str, float]:
-    st = arch.status()
-    get = st.get if isinstance(st, dict) else (lambda k, d=None: getattr(st, k, d))
-    return {k: float(get(k, 0) or 0) for k in ("shipped_index", "lag_seconds", "bytes_uploaded", "bytes_written_by_node")}
 
 
 # ---------------------------------------------------------------- figure 1: restore
@@ -163,7 +116,7 @@ def _fill_segwal(env: Env, batches: list[list[Any]], prefix: str) -> dict[str, f
             eng.persist_entries(b)
         written = time.perf_counter() - t
         arch.sync_now()
-        st = _status(arch)
+        st = status(arch)
     pos = int(read_archived_position(env.store, prefix))
     if pos < last:
         raise RuntimeError(f"segwal archive at {prefix} holds up to {pos}, expected {last}")
@@ -179,8 +132,12 @@ def _bytecode_env() -> dict[str, str]:
 
 def _warm_segwal_cli() -> None:
     """Byte-compile what ``segwal restore`` imports (untimed), as ``pip install`` would have."""
-    subprocess.run([sys.executable, "-c", "import segwal.cli, segwal.tools.archive"], env=_bytecode_env(),
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", "import segwal.cli, segwal.tools.archive"],
+        env=_bytecode_env(),
+        check=True,
+        capture_output=True,
+    )
 
 
 def _restore_segwal(env: Env, prefix: str, dest: str) -> float:
@@ -199,8 +156,10 @@ def _check_wal(dest: str, batches: list[list[Any]], rng: random.Random) -> None:
     last = batches[-1][-1].index
     with WalEngine(dest, readonly=True) as eng:
         if eng.last_index() != last or eng.first_index() != batches[0][0].index:
-            raise RuntimeError(f"segwal restore of {dest}: [{eng.first_index()}, {eng.last_index()}], expected "
-                               f"[{batches[0][0].index}, {last}]")
+            raise RuntimeError(
+                f"segwal restore of {dest}: [{eng.first_index()}, {eng.last_index()}], expected "
+                f"[{batches[0][0].index}, {last}]"
+            )
         for b in rng.sample(batches, min(20, len(batches))):
             e = b[rng.randrange(len(b))]
             if eng.entry(e.index) != e:
@@ -223,22 +182,6 @@ def _check_sqlite(db: str, batches: list[list[Any]], rng: random.Random) -> None
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _start_litestream(env: Env, path: str) -> tuple[Any, Litestream]:
-    from segwal.storage.sqlite import DB_NAME, SqliteEngine
-
-    d = env.scratch("sqlite")
-    eng = SqliteEngine(d)
-    ls = Litestream(os.path.join(d, DB_NAME), env.server.endpoint, env.server.bucket, path, env.scratch("ls"))
-    ls.start()
-    deadline = time.monotonic() + 60
-    while not ls.objects(env.store, SNAPSHOT_LEVEL):  # its start snapshot: replication is running
-        ls.check_running()
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"litestream took no start snapshot within 60 s: {ls.log_tail()}")
-        time.sleep(0.2)
-    return eng, ls
-
-
 def fig_restore(env: Env, out: dict[str, Any]) -> None:
     """Figure 1 (see the module docs); fills ``out['restore']``."""
     a = env.args
@@ -250,7 +193,7 @@ def fig_restore(env: Env, out: dict[str, Any]) -> None:
     seg_fill = _fill_segwal(env, batches, seg_prefix)
     env.log(f"restore: writing {n} entries into SqliteEngine with litestream replicate running")
     ls_path = f"bench-litestream/{uuid.uuid4().hex[:10]}"
-    eng, ls = _start_litestream(env, ls_path)
+    eng, ls = start_litestream(env, ls_path)
     try:
         t = time.perf_counter()
         for b in batches:  # the engine stays open: its close() checkpoints, which Litestream's read lock blocks
@@ -268,7 +211,7 @@ def fig_restore(env: Env, out: dict[str, Any]) -> None:
         seg_times: list[float] = []
         ls_times: list[float] = []
         for k in range(rounds):
-            for who in (("segwal", "litestream") if k % 2 == 0 else ("litestream", "segwal")):
+            for who in ("segwal", "litestream") if k % 2 == 0 else ("litestream", "segwal"):
                 if who == "segwal":
                     dest = env.scratch("restored-wal")
                     seg_times.append(_restore_segwal(env, seg_prefix, dest))
@@ -287,183 +230,24 @@ def fig_restore(env: Env, out: dict[str, Any]) -> None:
         eng.close()
     payload = n * a.payload
     out["restore"] = {
-        "entries": n, "payload": a.payload, "per_call": 1000, "rounds": rounds,
-        "segwal_s": seg_times, "litestream_s": ls_times,
-        "segwal_median_s": statistics.median(seg_times), "litestream_median_s": statistics.median(ls_times),
+        "entries": n,
+        "payload": a.payload,
+        "per_call": 1000,
+        "rounds": rounds,
+        "segwal_s": seg_times,
+        "litestream_s": ls_times,
+        "segwal_median_s": statistics.median(seg_times),
+        "litestream_median_s": statistics.median(ls_times),
         "paired_ratio_median": statistics.median(s / t for s, t in zip(seg_times, ls_times, strict=True)),
-        "segwal_fill": seg_fill, "litestream_write_s": ls_write, "litestream_wait": wait,
+        "segwal_fill": seg_fill,
+        "litestream_write_s": ls_write,
+        "litestream_wait": wait,
         "litestream_compaction_wait_s": waited,
         "litestream_objects": [list(p) for p in plan],
         "segwal_uploaded_per_written": seg_fill["bytes_uploaded"] / max(1.0, seg_fill["bytes_written_by_node"]),
         "segwal_uploaded_per_payload": seg_fill["bytes_uploaded"] / payload,
         "litestream_bucket_per_payload": ls_bytes / payload,
     }
-
-
-# ---------------------------------------------------------------- figure 2: lag
-
-
-def _lag_segwal(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
-    """The in-process ``Archiver`` (a thread of the writing process)."""
-    from segwal.engine import WalEngine
-    from segwal.storage.archive import Archiver
-
-    a = env.args
-    prefix = f"bench-archive-lag/{uuid.uuid4().hex[:10]}"
-    d = env.scratch("wal-lag")
-    with WalEngine(d) as eng, Archiver(eng, env.store, prefix, tail_interval=a.tail_interval) as arch:
-        arch.sync_now()
-        poller = PositionPoller(env.store, prefix, a.poll)
-        poller.start()
-        try:
-            commits = steady_appends(eng.persist_entries, batches, a.rate)
-            caught_up = poller.wait_for(commits[-1].index, a.tail_interval + 30)
-        finally:
-            poller.stop()
-        st = _status(arch)
-    shutil.rmtree(d, ignore_errors=True)
-    xs, missing = lags(commits, poller.seen)
-    payload = sum(len(b) for b in batches) * a.payload
-    return {"lag": summary(xs).to_json(), "percentiles": percentiles(xs), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
-            "poll_errors": poller.errors[:5], "load_s": commits[-1].at - commits[0].at, **st,
-            "uploaded_per_written": st["bytes_uploaded"] / max(1.0, st["bytes_written_by_node"]),
-            "uploaded_per_payload": st["bytes_uploaded"] / payload}
-
-
-def _lag_sidecar(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
-    """``segwal archive run DIR URL`` (a separate process over a read-only view, like Litestream)."""
-    from segwal.engine import WalEngine
-
-    a = env.args
-    prefix = f"bench-archive-sidecar/{uuid.uuid4().hex[:10]}"
-    d = env.scratch("wal-sidecar")
-    log_path = os.path.join(env.work, f"sidecar-{uuid.uuid4().hex[:6]}.log")
-    with WalEngine(d) as eng:
-        eng.persist_entries(batches[0][:1])  # something to archive, so the start is visible
-        first = batches[0][0].index
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "segwal", "archive", "run", d, env.url(prefix),
-                                     "--tail-interval", str(a.tail_interval), *env.store_options()],
-                                    stdout=log, stderr=subprocess.STDOUT)
-        poller = PositionPoller(env.store, prefix, a.poll)
-        poller.start()
-        try:
-            if not poller.wait_for(first, 60):
-                raise RuntimeError(f"segwal archive run shipped nothing within 60 s: {_tail(log_path)}")
-            rest = [batches[0][1:], *batches[1:]] if len(batches[0]) > 1 else batches[1:]
-            commits = steady_appends(eng.persist_entries, rest, a.rate)
-            caught_up = poller.wait_for(commits[-1].index, a.tail_interval + 30)
-        finally:
-            poller.stop()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-    shutil.rmtree(d, ignore_errors=True)
-    xs, missing = lags(commits, poller.seen)
-    return {"lag": summary(xs).to_json(), "percentiles": percentiles(xs), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
-            "poll_errors": poller.errors[:5], "load_s": commits[-1].at - commits[0].at,
-            "exit_status": proc.returncode, "status_line": _tail(log_path, 300).strip().splitlines()[-1:]}
-
-
-def _tail(path: str, n: int = 2000) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()[-n:]
-    except OSError:
-        return ""
-
-
-def _lag_litestream(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
-    a = env.args
-    eng, ls = _start_litestream(env, f"bench-litestream-lag/{uuid.uuid4().hex[:10]}")
-    commits: list[Commit] = []
-    poller = LitestreamPoller(ls, env.store, commits, a.poll)
-    try:
-        poller.start()
-
-        def persist(b: list[Any]) -> None:
-            eng.persist_entries(b)
-
-        period = 1.0 / a.rate
-        t0 = time.monotonic()
-        for k, b in enumerate(batches):  # the same schedule as steady_appends, into the list the poller reads
-            delay = t0 + k * period - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            persist(b)
-            commits.append(Commit(b[-1].index, time.time()))
-        caught_up = poller.wait_for(commits[-1].index, 30)
-    finally:
-        poller.stop()
-        ls.stop()
-        eng.close()
-    xs, missing = lags(commits, poller.seen)
-    payload = sum(len(b) for b in batches) * a.payload
-    return {"lag": summary(xs).to_json(), "percentiles": percentiles(xs), "missing": missing, "caught_up": caught_up, "polls": poller.polls,
-            "poll_errors": poller.errors[:5], "load_s": commits[-1].at - commits[0].at,
-            "l0_uploaded_per_payload": poller.bytes_listed / payload}
-
-
-def fig_lag(env: Env, out: dict[str, Any]) -> None:
-    """Figure 2 (see the module docs); fills ``out['lag']``."""
-    a = env.args
-    seconds = a.lag_seconds or (2.0 if a.quick else 30.0)
-    calls = max(2, int(seconds * a.rate))
-    batches = make_batches(1, calls * a.per_call, a.per_call, a.payload, env.rng)
-    env.log(f"lag: segwal, {calls} calls of {a.per_call} entries at {a.rate:g}/s")
-    seg = _lag_segwal(env, batches)
-    env.log(f"lag: litestream, the same load; segwal p99 was {seg['lag']['p99']:.3f} s")
-    lit = _lag_litestream(env, batches)
-    out["lag"] = {"rate": a.rate, "per_call": a.per_call, "seconds": seconds, "poll_s": a.poll,
-                  "tail_interval": a.tail_interval, "segwal": seg, "litestream": lit}
-    if not a.quick and not a.no_sidecar:
-        env.log(f"lag: segwal archive run (sidecar), the same load; litestream p99 was {lit['lag']['p99']:.3f} s")
-        out["lag"]["segwal_sidecar"] = _lag_sidecar(env, batches)
-
-
-# ---------------------------------------------------------------- figure 3: CPU pairs
-
-
-def _cpu_run(env: Env, with_archiver: bool, batches: list[list[Any]], warmup: int) -> float:
-    from segwal.engine import WalEngine
-
-    d = env.scratch("wal-cpu")
-    with WalEngine(d) as eng:
-        if with_archiver:
-            from segwal.storage.archive import Archiver
-
-            prefix = f"bench-archive-cpu/{uuid.uuid4().hex[:10]}"
-            with Archiver(eng, env.store, prefix, tail_interval=env.args.tail_interval) as arch:
-                arch.sync_now()
-                x = cpu_per_call(eng.persist_entries, batches, warmup)
-        else:
-            x = cpu_per_call(eng.persist_entries, batches, warmup)
-    shutil.rmtree(d, ignore_errors=True)
-    return x
-
-
-def fig_cpu(env: Env, out: dict[str, Any]) -> None:
-    """Figure 3 (see the module docs); fills ``out['cpu']``."""
-    a = env.args
-    pairs = a.pairs or (2 if a.quick else 10)
-    n = a.cpu_appends or (300 if a.quick else 5000)
-    warmup = max(50, n // 10)
-    batches = make_batches(1, n + warmup, 1, a.payload, env.rng)
-    without: list[float] = []
-    with_: list[float] = []
-    for k in range(pairs):
-        for arch in ((False, True) if k % 2 == 0 else (True, False)):
-            (with_ if arch else without).append(_cpu_run(env, arch, batches, warmup))
-        env.log(f"cpu pair {k + 1}/{pairs}: without {without[-1] * 1e6:.1f} us, with {with_[-1] * 1e6:.1f} us")
-    ratios = [w / o for w, o in zip(with_, without, strict=True)]
-    out["cpu"] = {"pairs": pairs, "appends_per_run": n, "warmup": warmup, "per_call": 1,
-                  "without_us": [x * 1e6 for x in without], "with_us": [x * 1e6 for x in with_],
-                  "ratios": ratios, "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
-                  "ratio_max": max(ratios), "without_median_us": statistics.median(without) * 1e6,
-                  "with_median_us": statistics.median(with_) * 1e6}
 
 
 FIGURES = {"restore": fig_restore, "lag": fig_lag, "cpu": fig_cpu}
@@ -476,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     figures = [f.strip() for f in args.figures.split(",") if f.strip()]
     for f in figures:
         if f not in FIGURES:
-            print(f"segwal bench --archive: --figures: unknown figure {f!r} (choose from {', '.join(FIGURES)})",
-                  file=sys.stderr)
+            print(
+                f"segwal bench --archive: --figures: unknown figure {f!r} (choose from {', '.join(FIGURES)})",
+                file=sys.stderr,
+            )
             return 2
     for name in ("entries", "restores", "pairs", "cpu-appends"):
         value = getattr(args, name.replace("-", "_"))
@@ -485,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"segwal bench --archive: --{name} must be >= 1, got {value}", file=sys.stderr)
             return 2
     if args.rate <= 0 or args.poll <= 0 or args.tail_interval <= 0 or args.per_call < 1 or args.payload < 1:
-        print("segwal bench --archive: --rate, --poll, --tail-interval must be > 0; --per-call, --payload >= 1",
-              file=sys.stderr)
+        print(
+            "segwal bench --archive: --rate, --poll, --tail-interval must be > 0; --per-call, --payload >= 1",
+            file=sys.stderr,
+        )
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = tempfile.mkdtemp(prefix="segwal-bench-archive-", dir=args.data_dir)
@@ -522,13 +310,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print("(--quick: reduced sizes; the targets refer to a full run.)")
     if not args.no_json and res:
-        doc = {"schema": 1, "command": "segwal bench " + " ".join(argv), "mode": mode, "label": args.label,
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-               "elapsed_s": time.time() - started, "litestream": _litestream_version(), "figures": res,
-               "machine": {"cpus": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
-                           "python": sys.version.split()[0]},
-               "targets": [{"name": n, "value": v, "met": ok} for n, v, ok in targets(res)],
-               "complete": status == 0}
+        doc = {
+            "schema": 1,
+            "command": "segwal bench " + " ".join(argv),
+            "mode": mode,
+            "label": args.label,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "elapsed_s": time.time() - started,
+            "litestream": _litestream_version(),
+            "figures": res,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "loadavg_start": load_start,
+                "loadavg_end": os.getloadavg(),
+                "python": sys.version.split()[0],
+            },
+            "targets": [{"name": n, "value": v, "met": ok} for n, v, ok in targets(res)],
+            "complete": status == 0,
+        }
         os.makedirs(args.out, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
         path = os.path.join(args.out, f"archive-{mode}-{stamp}.json")
@@ -552,7 +351,9 @@ def _litestream_version() -> str:
     if binary is None:
         return "missing"
     try:
-        return subprocess.run([binary, "version"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        return subprocess.run(
+            [binary, "version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as e:
         return f"? ({e})"
 

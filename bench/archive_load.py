@@ -57,12 +57,13 @@ def make_batches(first: int, n: int, per_call: int, payload: int, rng: random.Ra
     out: list[list[Entry]] = []
     for start in range(first, first + n, per_call):
         end = min(start + per_call, first + n)
-        out.append([Entry(i, 1, data[(i % 4096) * payload:(i % 4096 + 1) * payload]) for i in range(start, end)])
+        out.append([Entry(i, 1, data[(i % 4096) * payload : (i % 4096 + 1) * payload]) for i in range(start, end)])
     return out
 
 
-def steady_appends(persist: Callable[[list[Entry]], object], batches: Sequence[list[Entry]],
-                   calls_per_s: float) -> list[Commit]:
+def steady_appends(
+    persist: Callable[[list[Entry]], object], batches: Sequence[list[Entry]], calls_per_s: float
+) -> list[Commit]:
     """Call ``persist`` once per batch on a fixed schedule (``calls_per_s``; a late call does not make the next
     one early, the schedule is absolute); return when each returned.  Durability is ``persist``'s."""
     period = 1.0 / calls_per_s
@@ -219,8 +220,15 @@ class Summary:
     extra: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, float]:
-        return {"n": self.n, "median": self.median, "p90": self.p90, "p99": self.p99, "max": self.max,
-                "min": self.min, **self.extra}
+        return {
+            "n": self.n,
+            "median": self.median,
+            "p90": self.p90,
+            "p99": self.p99,
+            "max": self.max,
+            "min": self.min,
+            **self.extra,
+        }
 
 
 def summary(xs: Sequence[float]) -> Summary:

@@ -123,8 +123,13 @@ class Litestream:
         """Start ``litestream replicate -config ...`` (its log goes to ``workdir/litestream.log``)."""
         log = open(os.path.join(self.workdir, "litestream.log"), "ab")  # noqa: SIM115 - handed to the child
         try:
-            self.proc = subprocess.Popen([self.binary, "replicate", "-config", self.config], stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=self.workdir, env=child_env())
+            self.proc = subprocess.Popen(
+                [self.binary, "replicate", "-config", self.config],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=child_env(),
+            )
         finally:
             log.close()
 
@@ -203,15 +208,22 @@ class Litestream:
             if top >= txid:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"litestream did not compact level {level} to TXID {txid:x} within {timeout:.0f} s "
-                                   f"(it has {top:x}): {self.log_tail()}")
+                raise RuntimeError(
+                    f"litestream did not compact level {level} to TXID {txid:x} within {timeout:.0f} s "
+                    f"(it has {top:x}): {self.log_tail()}"
+                )
             time.sleep(0.5)
 
     def restore(self, out_db: str) -> float:
         """``litestream restore -config ... -o out_db db_path``; the wall-clock seconds (a child process)."""
         t = time.perf_counter()
-        r = subprocess.run([self.binary, "restore", "-config", self.config, "-o", out_db, self.db_path],
-                           capture_output=True, text=True, env=child_env(), check=False)
+        r = subprocess.run(
+            [self.binary, "restore", "-config", self.config, "-o", out_db, self.db_path],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            check=False,
+        )
         dt = time.perf_counter() - t
         if r.returncode != 0:
             raise RuntimeError(f"litestream restore failed ({r.returncode}): {r.stderr[-2000:]}")
