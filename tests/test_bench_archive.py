@@ -12,7 +12,8 @@ def test_ltx_names_parse_level_and_txids_and_reject_others() -> None:
     key = "bench-litestream/ab/0009/0000000000000001-00000000000000ff.ltx"
     assert parse_ltx_name(key, 7) == LtxObject(9, 1, 255, 7, key)
     assert parse_ltx_name("p/0001/0000000000000002-0000000000000003.ltx", 1) == LtxObject(
-        1, 2, 3, 1, "p/0001/0000000000000002-0000000000000003.ltx")
+        1, 2, 3, 1, "p/0001/0000000000000002-0000000000000003.ltx"
+    )
     for bad in ("p/0000/x-y.ltx", "p/1/0000000000000001-0000000000000001.ltx", "p/0000/00-01.txt", "nothing"):
         assert parse_ltx_name(bad, 1) is None
 
