@@ -41,3 +41,31 @@ def test_quantile_nearest_rank() -> None:
     xs = [float(i) for i in range(1, 101)]
     assert quantile(xs, 0.99) == 99.0 and quantile(xs, 0.5) in (50.0, 51.0) and quantile(xs, 1.0) == 100.0
     assert quantile([], 0.5) != quantile([], 0.5)  # NaN
+
+
+def test_litestream_poller_counts_only_commits_returned_before_an_objects_timestamp() -> None:
+    from segwal.bench.archive_load import LitestreamPoller
+
+    class FakeLitestream:
+        """Level-0 objects with given header timestamps (ms)."""
+
+        def __init__(self) -> None:
+            self.listed: list[tuple[LtxObject, int]] = []
+
+        def objects(self, store: object, level: int | None = None) -> list[LtxObject]:
+            return [o for o, _ in self.listed]
+
+        def header_timestamp_ms(self, store: object, obj: LtxObject) -> int:
+            return {o.key: ts for o, ts in self.listed}[obj.key]
+
+    ls = FakeLitestream()
+    commits = [Commit(10, 100.0), Commit(20, 100.5), Commit(30, 101.0)]
+    poller = LitestreamPoller(ls, None, commits, poll_s=1.0)
+    assert poller.probe() == -1  # nothing uploaded yet
+    ls.listed.append((LtxObject(0, 2, 2, 50, "p/0000/a.ltx"), 100_300))
+    assert poller.probe() == 10
+    ls.listed.append((LtxObject(0, 3, 3, 50, "p/0000/b.ltx"), 100_500))  # at the very millisecond: not before it
+    assert poller.probe() == 10
+    ls.listed.append((LtxObject(0, 4, 4, 50, "p/0000/c.ltx"), 101_001))
+    assert poller.probe() == 30
+    assert poller.bytes_listed == 150
