@@ -350,7 +350,8 @@ class WalEngine(KeyValueOps, LiveViewOps):
                 if (type(i1) is int and type(t1) is int and type(p1) is bytes and 0 < i1 < _U64 - 1
                         and 0 <= t1 < _U64 and len(p1) <= _MAX_PAYLOAD):
                     with self._wlock:
-                        if self._writable().append_one(i1, t1, p1):
+                        # append_one itself refuses a poisoned log; closed and readonly are checked here.
+                        if not (self._closed or self._readonly) and self._log.append_one(i1, t1, p1):
                             return
         batch = entries if type(entries) is list else list(entries)
         n = len(batch)

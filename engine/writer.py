@@ -27,11 +27,11 @@ from segwal.wal.format import (
     FRAME_HEADER_SIZE,
     KIND_TRUNCATE,
     SEGMENT_HEADER_SIZE,
+    SINGLE_ENTRY_MAX,
     SLOT_SIZE,
     align8,
     encode_entries_frame,
     encode_frame,
-    encode_single_entry_frame,
 )
 from segwal.wal.segment import SegmentFile, io_error
 
@@ -42,6 +42,9 @@ log = logging.getLogger("segwal")
 #: Checkpoint the tail index after this many bytes or frames since the last one.
 CHECKPOINT_BYTES = 8 << 20
 CHECKPOINT_FRAMES = 4096
+
+#: Builds a :class:`_View` without NamedTuple's Python-level ``__new__`` (half the cost, once per append).
+_new_view = tuple.__new__
 
 
 class LogWriter(LogReader):
@@ -112,11 +115,12 @@ class LogWriter(LogReader):
 
     def append_one(self, index: int, term: int, payload: bytes) -> bool:
         """Append one validated entry when it simply extends the tail segment
-        (``index`` is the next index, ``term`` not below the last, no rotation):
-        the hot path of libraries that append one entry at a time.  Returns
-        ``False``, having done nothing, in every other case (the caller then takes
-        :meth:`append` with its full checks).  Durable on return in ``always`` mode.
-        O(len(payload)): one frame written with one ``pwritev``.
+        (``index`` is the next index, ``term`` not below the last, no rotation,
+        a payload of at most :data:`SINGLE_ENTRY_MAX` bytes): the hot path of
+        libraries that append one entry at a time.  Returns ``False``, having
+        done nothing, in every other case (the caller then takes :meth:`append`
+        with its full checks).  Durable on return in ``always`` mode.
+        O(len(payload)): one frame written with one ``pwrite``.
         """
         segs = self._segs
         if not segs or self.poisoned is not None:
@@ -127,19 +131,30 @@ class LogWriter(LogReader):
         if index != tail.last + 1 or v.hi != tail.last or v.hi < v.lo or term < self._tail_term or f is None:
             return False
         off = f.end
-        if off > SEGMENT_HEADER_SIZE and off + FRAME_HEADER_SIZE + SLOT_SIZE + len(payload) + 7 > self.segment_size:
-            return False  # a rotation: the general path
-        fr = encode_single_entry_frame(index, term, payload, offset=off, durable=f.durable, prev_crc=f.last_crc)
-        self._write_frame(f, fr)
+        plen = len(payload)
+        if plen > SINGLE_ENTRY_MAX or (off > SEGMENT_HEADER_SIZE and off + 71 + plen > self.segment_size):
+            return False  # a large payload or a rotation: the general path (71 = header + slot + pad)
+        crc = f.last_crc
+        f.append_entry(index, term, payload)
+        if self.sync_always:
+            try:
+                f.sync()
+            except SyncError as e:
+                f.rollback(off, crc)
+                self.poisoned = e
+                raise
         pa = self.preallocator
         if pa is not None and f.zeroed - f.end < pa.ahead // 2:
             pa.register(f, self.segment_size)
         tail.index.set_one(index - tail.base, off + FRAME_HEADER_SIZE)  # type: ignore[union-attr]
         tail.last = index
-        self._after_write(fr.frame_len)
         self._tail_term = term
+        self._ckpt_dirty = True
+        self._ckpt_frames += 1
+        if self.sync_always and (f.end - self._ckpt_end >= CHECKPOINT_BYTES or self._ckpt_frames >= CHECKPOINT_FRAMES):
+            self.checkpoint()
         if v.segs and v.segs[-1] is tail:
-            self._view = _View(v.lo, index, v.segs, v.bases)
+            self._view = _new_view(_View, (v.lo, index, v.segs, v.bases))
         else:
             self._publish()
         return True

@@ -103,12 +103,13 @@ class TailIndex:
 
         :meth:`set_from` for one entry, without the slice.  O(1) amortised.
         """
-        if pos >= len(self._arr):
+        view = self.view
+        if pos >= len(view):
             grown = np.zeros(max(pos + 1, 2 * len(self._arr)), dtype=np.uint32)
             grown[: self.count] = self._arr[: self.count]
             self._arr = grown
-            self.view = grown.data.cast("B").cast("I")
-        self._arr[pos] = slot_offset
+            self.view = view = grown.data.cast("B").cast("I")
+        view[pos] = slot_offset  # through the memoryview: a third of numpy's item assignment
         self.count = pos + 1
         if pos < self._dirty_from:
             self._dirty_from = pos

@@ -163,7 +163,16 @@ class OsFile:
 
     def pwrite(self, data: Buffer, offset: int) -> None:
         """Write all of ``data`` at ``offset``; a write that makes no progress raises ENOSPC."""
-        view = memoryview(data)
+        if type(data) is bytes:  # the common case: one call, no view
+            n = os.pwrite(self.fd, data, offset)
+            if n == len(data):
+                return
+            if n <= 0:
+                raise OSError(errno.ENOSPC, "short write made no progress", self.path)
+            offset += n
+            view = memoryview(data)[n:]
+        else:
+            view = memoryview(data)
         while view:
             n = os.pwrite(self.fd, view, offset)
             if n <= 0:

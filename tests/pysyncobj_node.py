@@ -16,6 +16,13 @@ exactly one JSON line back, carrying the request's ``id`` (first word):
     <id> compact             force a log compaction
     <id> quit                destroy the SyncObj (closing the journal) and exit 0
 
+Object-store mode (``--store s3://bucket/run --store-option endpoint=... ...``):
+the journal is an ``ObjectStoreEngine`` under ``<url>/<host>-<port>`` (one
+prefix per node) and the dump is kept in that store too; ``--dir`` holds only
+the local dump file, so a node can be restarted on an empty ``--dir``.
+``--unsafe late-dump-upload`` breaks it on purpose: the dump reaches the store
+5 s after the journal purged (a purge before the dump is in the store).
+
 Power-loss mode (``--volatile``): the journal and the dump go through a
 ``segwal.testing.volatile.VolatileFileSystem`` rooted at ``--dir`` (and the
 SyncObj runs with ``useFork=False``), so ``kill -9`` of the node loses exactly
@@ -51,7 +58,10 @@ def main() -> int:
     ap.add_argument("--peers", help="comma-separated host:port of the other nodes")
     ap.add_argument("--dir", required=True)
     ap.add_argument("--volatile", action="store_true", help="power-loss mode (see the module docstring)")
-    ap.add_argument("--unsafe", default="none", choices=["none", "ack-before-sync", "skip-dump-fsync"])
+    ap.add_argument("--unsafe", default="none",
+                    choices=["none", "ack-before-sync", "skip-dump-fsync", "late-dump-upload"])
+    ap.add_argument("--store", default=None, help="journal in an object store under this URL (one prefix per node)")
+    ap.add_argument("--store-option", action="append", default=[], help="key=value for the store URL")
     ap.add_argument("--inspect", action="store_true", help="print the keys on disk and exit")
     ap.add_argument("--segment-size", type=int, default=64 * 1024)
     ap.add_argument("--compact-min", type=int, default=500, help="logCompactionMinEntries")
@@ -67,7 +77,7 @@ def main() -> int:
     from segwal.errors import LockedError
     from segwal.integrations.pysyncobj import SegwalJournal, segwal_journal
 
-    counts = {"clears": 0, "purges": 0}
+    counts = {"clears": 0, "purges": 0, "installs": 0}
     clear0, purge0 = SegwalJournal.clear, SegwalJournal.deleteEntriesTo
 
     def counted_clear(self: SegwalJournal) -> None:
@@ -75,19 +85,39 @@ def main() -> int:
         clear0(self)
 
     def counted_purge(self: SegwalJournal, entryTo: int) -> None:
-        counts["purges"] += 1
         purge0(self, entryTo)
+        counts["purges"] += 1  # counted once done: a test may kill the node as soon as it sees it
 
     SegwalJournal.clear = counted_clear  # type: ignore[method-assign]
     SegwalJournal.deleteEntriesTo = counted_purge  # type: ignore[method-assign]
+    from segwal.integrations.pysyncobj.dumpstore import UploadingSerializer
+
+    install0 = UploadingSerializer.setTransmissionData
+
+    def counted_install(self: UploadingSerializer, data: object) -> bool:
+        done = install0(self, data)
+        counts["installs"] += done  # snapshots received whole (object-store journals only)
+        return done
+
+    UploadingSerializer.setTransmissionData = counted_install  # type: ignore[method-assign]
     if args.unsafe == "ack-before-sync":
         SegwalJournal.sync = lambda self: None  # type: ignore[method-assign]
         SegwalJournal.onOneSecondTimer = lambda self: None  # type: ignore[method-assign]
     elif args.unsafe == "skip-dump-fsync":
         SegwalJournal._sync_dump = lambda self: None  # type: ignore[method-assign]
+    elif args.unsafe == "late-dump-upload":
+        from segwal.integrations.pysyncobj.dumpstore import DumpKeeper
+
+        def late_save(self: DumpKeeper, first: int) -> None:
+            with open(self.path, "rb") as f:
+                payload = f.read()
+            threading.Timer(5.0, lambda: self.save_payload(first, payload)).start()
+
+        DumpKeeper.save = late_save  # type: ignore[method-assign]
 
     os.makedirs(args.dir, exist_ok=True)
     jdir = os.path.join(args.dir, "raft")
+    dump_file = os.path.join(args.dir, "dump.bin")
 
     def new_fs():
         if not args.volatile:
@@ -107,10 +137,18 @@ def main() -> int:
     # 1. What the journal recovers on its own (kill -9 leaves no clean close).
     #    A forked PySyncObj serializer child of a killed process may hold the
     #    directory lock for a moment: retry for a bounded time.
+    if args.store:
+        from segwal.storage.objectstore import parse_store_options
+
+        url = f"{args.store}/{args.self_addr.replace(':', '-')}"
+        spec = segwal_journal(url, sync=args.sync, engine_options={"compact_slots": 64},
+                              **parse_store_options(args.store_option))
+    else:
+        spec = segwal_journal(jdir, segment_size=args.segment_size, sync=args.sync, fs=new_fs())
     deadline = time.monotonic() + 15
     while True:
         try:
-            j = SegwalJournal(jdir, segment_size=args.segment_size, sync=args.sync, fs=new_fs())
+            j = spec.open(dump_file=dump_file)  # with --store: also puts the store's dump in dump_file
             break
         except LockedError:
             if time.monotonic() > deadline:
@@ -127,15 +165,16 @@ def main() -> int:
             "term": j.getCurrentTerm(),
             "voted_for": j.getVotedForNodeId(),
             "commit": j.getRaftCommitIndex(),
-            "dump": os.path.exists(os.path.join(args.dir, "dump.bin")),
+            "dump": os.path.exists(dump_file),
+            "purge_boundary": b.index if (b := e.purge_boundary()) is not None else None,
         }
     )
     j._destroy()
 
     # 2. The SyncObj, with its journal in segwal (the documented one-liner).
     conf = SyncObjConf(
-        journalFile=segwal_journal(jdir, segment_size=args.segment_size, sync=args.sync, fs=new_fs()),
-        fullDumpFile=os.path.join(args.dir, "dump.bin"),
+        journalFile=spec,
+        fullDumpFile=dump_file,
         useFork=not args.volatile,
         logCompactionMinEntries=args.compact_min,
         connectionRetryTime=0.5,
@@ -185,6 +224,7 @@ def main() -> int:
             "journal_last": journal[-1][1],
             "clears": counts["clears"],
             "purges": counts["purges"],
+            "installs": counts["installs"],
             "n_keys": len(items),
             "digest": digest,
             "values_ok": ok,

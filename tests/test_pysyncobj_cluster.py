@@ -31,12 +31,14 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -252,10 +254,31 @@ def check_final_state(nodes: list[Node], committed: set[int]) -> list[dict]:
     return sts
 
 
-def run_kill_series(make_cluster, sync: str, kills: int, unsafe: str = "none", compact_min: int = 300) -> None:
+def store_args(server) -> tuple[str, ...]:
+    """Node arguments that put the journals in SeaweedFS: a fresh run prefix, one prefix per node below it."""
+    opts = [a for k, v in server.url_options().items() for a in ("--store-option", f"{k}={v}")]
+    return ("--store", f"s3://{server.bucket}/pysyncobj-{uuid.uuid4().hex[:12]}", *opts)
+
+
+def reopen_journal(node: Node):
+    """The stopped node's journal, opened as the node opens it (directory or object store)."""
+    from segwal.integrations.pysyncobj import segwal_journal
+    from segwal.storage.objectstore import parse_store_options
+
+    x = node.extra
+    if "--store" not in x:
+        return segwal_journal(node.dir / "raft", segment_size=64 * 1024).open()
+    opts = parse_store_options(x[i + 1] for i, a in enumerate(x) if a == "--store-option")
+    url = f"{x[x.index('--store') + 1]}/{node.addr.replace(':', '-')}"
+    return segwal_journal(url, **opts).open(dump_file=str(node.dir / "dump.bin"))
+
+
+def run_kill_series(
+    make_cluster, sync: str, kills: int, unsafe: str = "none", compact_min: int = 300, store: tuple[str, ...] = ()
+) -> None:
     """kill -9 the leader and a follower in turn, under load, ``kills`` times;
     asserts what the test below promises."""
-    nodes = make_cluster("--sync", sync, "--compact-min", str(compact_min), "--unsafe", unsafe)
+    nodes = make_cluster("--sync", sync, "--compact-min", str(compact_min), "--unsafe", unsafe, *store)
     committed: set[int] = set()
     key = 0
     for r in range(kills):
@@ -287,24 +310,29 @@ def run_kill_series(make_cluster, sync: str, kills: int, unsafe: str = "none", c
     sts = check_final_state(nodes, committed)
     assert len(committed) >= kills * 100
     assert any(s["purges"] > 0 for s in sts), sts  # log compaction ran inside the test
-    for n in nodes:  # a clean stop closes each journal; each directory reopens with its committed entries
+    for n in nodes:  # a clean stop closes each journal; each reopens with its committed entries
         n.quit()
-    from segwal.integrations.pysyncobj import SegwalJournal
-
     for n, st in zip(nodes, sts):
-        j = SegwalJournal(n.dir / "raft", segment_size=64 * 1024)
+        j = reopen_journal(n)
         try:
             assert len(j) >= 1 and j[-1][1] >= st["commit_idx"] and j.engine.last_index() == j[-1][1]
         finally:
             j._destroy()
 
 
-@pytest.mark.parametrize("sync", ["always", "flush"])
-def test_cluster_survives_repeated_kill9(make_cluster, request, sync):
+@pytest.mark.parametrize("journal", ["always", "flush", "objectstore"])
+def test_cluster_survives_repeated_kill9(make_cluster, request, journal):
     """kill -9 the leader and a follower in turn, under load, repeatedly (10 kills
     per mode, 50 with ``--long``): no acknowledged command is lost, every restarted
-    node recovers at least what was committed, and all nodes converge."""
-    run_kill_series(make_cluster, sync, 50 if request.config.getoption("--long") else 10)
+    node recovers at least what was committed, and all nodes converge.
+    ``objectstore``: the journals are ObjectStoreEngines on the suite's SeaweedFS,
+    one prefix per node (8 kills: every write is a PUT)."""
+    long = request.config.getoption("--long")
+    if journal == "objectstore":
+        store = store_args(request.getfixturevalue("seaweedfs"))
+        run_kill_series(make_cluster, "always", 50 if long else 8, compact_min=200, store=store)
+    else:
+        run_kill_series(make_cluster, journal, 50 if long else 10)
 
 
 def test_kill9_series_catches_a_journal_that_acknowledges_before_writing(make_cluster):
@@ -402,3 +430,65 @@ def test_flush_mode_survives_kill9_of_all_nodes_at_once(make_cluster):
 def test_kill_all_test_catches_a_journal_that_acknowledges_before_writing(make_cluster):
     _nodes, committed, lost = run_power_loss(make_cluster, "ack-before-sync", "all", ("--sync", "flush"))
     assert lost, f"expected committed keys to be lost, all {len(committed)} survived"
+
+
+def run_fresh_disk(make_cluster, server, unsafe: str = "none", snapshot: bool = False) -> None:
+    """A follower whose journal is in the object store compacts its log (PySyncObj
+    log compaction: the dump is written, the journal purged), is killed at once,
+    loses its local disk (dump included) and is restarted on an empty directory
+    while the cluster goes on: it must recover its state from the store (dump and
+    log) and catch up by replication, without a snapshot install.  ``snapshot``:
+    then the same after a snapshot install (the state it installed is in the store)."""
+    nodes = make_cluster("--compact-min", "100000", "--unsafe", unsafe, *store_args(server))
+    leader = wait_for(lambda: leader_of(nodes), "a leader")
+    leader.cmd("put", 0, 300)
+    wait_for(lambda: len(acked(leader)[0]) == 300, "300 acks")
+    victim = next(n for n in nodes if n is not leader)
+    wait_for(lambda: victim.cmd("status")["last_applied"] >= leader.cmd("status")["commit_idx"], "the follower")
+    purges = victim.cmd("status")["purges"]
+    victim.cmd("compact")
+    wait_for(lambda: victim.cmd("status")["purges"] > purges, "a log compaction on the follower")
+    victim.kill9()  # right after the purge
+    shutil.rmtree(victim.dir)  # its machine is gone: only the object store remains
+    leader.cmd("put", 300, 100)
+    wait_for(lambda: set(range(300, 400)) <= acked(leader)[0], "100 acks with the follower down")
+    committed = acked(leader)[0]
+    victim.start()
+    rec = victim.recovered
+    assert rec is not None and rec["dump"] and rec["purge_boundary"], rec  # purged, and the dump came back
+    assert rec["journal_first"] == rec["purge_boundary"] + 1 > 1, rec
+    sts = check_final_state(nodes, committed)
+    assert sts[nodes.index(victim)]["installs"] == 0, sts  # its own state, not a snapshot install
+    if not snapshot:
+        return
+    # 2. the follower misses what the others' compaction removes: it installs a snapshot,
+    #    is killed right after, loses its disk again, and must recover the installed state
+    victim.kill9()
+    leader.cmd("put", 400, 100)
+    wait_for(lambda: set(range(400, 500)) <= acked(leader)[0], "100 acks with the follower down again")
+    _compact_all([n for n in nodes if n.alive])
+    victim.start()
+    wait_for(lambda: victim.cmd("status")["installs"] >= 1, "the follower to install a snapshot")
+    committed = acked(leader)[0]
+    wait_for(lambda: committed <= set(victim.cmd("keys")["keys"]), "the follower to hold every key")
+    victim.kill9()
+    shutil.rmtree(victim.dir)
+    victim.start()
+    assert victim.recovered is not None and victim.recovered["dump"], victim.recovered
+    sts = check_final_state(nodes, committed)
+    # the installed state came back from the store (restarted before the entries after the
+    # snapshot were written, the log is empty and the journal is cleared to the dump: clears=1)
+    assert sts[nodes.index(victim)]["installs"] == 0, sts
+
+
+def test_node_recovers_from_the_object_store_alone(make_cluster, seaweedfs):
+    """After a log compaction, and after a snapshot install."""
+    run_fresh_disk(make_cluster, seaweedfs, snapshot=True)
+
+
+def test_fresh_disk_test_catches_a_purge_before_the_dump_is_stored(make_cluster, seaweedfs):
+    """The same scenario when the dump reaches the store only after the purge
+    (``--unsafe late-dump-upload``): the restarted node finds a purged log and no
+    dump for it, and refuses to start (CorruptionError) instead of starting empty."""
+    with pytest.raises(AssertionError, match="no PySyncObj dump object"):
+        run_fresh_disk(make_cluster, seaweedfs, unsafe="late-dump-upload")

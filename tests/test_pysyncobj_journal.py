@@ -435,8 +435,7 @@ def test_durable_mode_requires_full_dump_file(tmp_path):
 def test_targets_path_url_and_factory(tmp_path):
     from segwal.storage.memory import InMemoryEngine
 
-    with pytest.raises(ValueError, match="URL"):
-        segwal_journal("s3://bucket/raft")
+    assert segwal_journal("memory://targets/raft").kind == "url"  # more in test_pysyncobj_objectstore.py
     with pytest.raises(TypeError):
         segwal_journal(42)  # type: ignore[arg-type]
     spec = segwal_journal(lambda: InMemoryEngine(), sync="always")

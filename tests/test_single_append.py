@@ -13,7 +13,7 @@ from segwal.wal.format import (
     SEGMENT_HEADER_SIZE,
     decode_segment_header,
     encode_entries_frame,
-    encode_single_entry_frame,
+    encode_single_entry,
     scan_frames,
 )
 
@@ -21,16 +21,15 @@ U64 = st.integers(0, (1 << 64) - 1)
 
 
 @settings(max_examples=200)
-@given(index=st.integers(1, (1 << 64) - 2), term=U64, payload=st.binary(max_size=64),
+@given(index=st.integers(1, (1 << 64) - 2), term=U64, payload=st.binary(max_size=64) | st.binary(min_size=16 << 10, max_size=(16 << 10) + 9),
        offset=st.integers(64, 1 << 20).map(lambda x: x & ~7), durable=st.integers(0, 1 << 20),
        prev=st.integers(0, (1 << 32) - 1))
 def test_the_single_entry_frame_is_the_batch_frame(index: int, term: int, payload: bytes, offset: int,
                                                    durable: int, prev: int) -> None:
-    one = encode_single_entry_frame(index, term, payload, offset=offset, durable=durable, prev_crc=prev)
+    data, hcrc = encode_single_entry(index, term, payload, offset, durable, prev)
     batch = encode_entries_frame(index, [term], [payload], offset=offset, durable=durable, prev_crc=prev)
-    assert b"".join(one.buffers) == b"".join(batch.buffers)
-    assert (one.frame_len, one.header_crc, list(one.slot_offsets)) == (  # type: ignore[arg-type]
-        batch.frame_len, batch.header_crc, list(batch.slot_offsets))  # type: ignore[arg-type]
+    assert data == b"".join(batch.buffers)
+    assert (len(data), hcrc) == (batch.frame_len, batch.header_crc)
 
 
 def frames(path: Path) -> list[tuple[int, int, int, int, int, bytes]]:
@@ -77,3 +76,30 @@ def test_every_other_case_takes_the_checked_path(tmp_path: Path) -> None:
     with WalEngine(str(tmp_path / "e"), readonly=True) as ro:
         with pytest.raises(PermissionError):
             ro.persist_entries([Entry(8, 3, b"x")])
+
+
+def test_payloads_around_the_single_entry_limit_leave_the_same_files(tmp_path: Path) -> None:
+    from segwal.wal.format import SINGLE_ENTRY_MAX
+
+    sizes = [0, 1, 7, SINGLE_ENTRY_MAX - 1, SINGLE_ENTRY_MAX, SINGLE_ENTRY_MAX + 1, 100_000, 3]
+    entries = [Entry(i, 1, bytes([i]) * n) for i, n in enumerate(sizes, start=1)]
+    with WalEngine(str(tmp_path / "one"), segment_size=1 << 20, preallocate=False) as a:
+        for e in entries:
+            a.persist_entries([e])
+    with WalEngine(str(tmp_path / "batch"), segment_size=1 << 20, preallocate=False) as b:
+        for e in entries:
+            b.persist_entries((e,))
+    for p in sorted((tmp_path / "one").glob("*.wal")):
+        assert frames(p) == frames(tmp_path / "batch" / p.name), p.name
+    with WalEngine(str(tmp_path / "one")) as a:
+        assert a.get_entries_range(1, len(sizes)) == entries
+
+
+def test_a_closed_engine_refuses_a_single_append(tmp_path: Path) -> None:
+    from segwal.errors import EngineClosedError
+
+    eng = WalEngine(str(tmp_path / "e"))
+    eng.persist_entries([Entry(1, 1, b"a")])
+    eng.close()
+    with pytest.raises(EngineClosedError):
+        eng.persist_entries([Entry(2, 1, b"b")])

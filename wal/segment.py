@@ -25,6 +25,7 @@ from segwal.wal.format import (
     FrameHeader,
     decode_segment_header,
     encode_segment_header,
+    encode_single_entry,
     find_valid_frames,
     scan_frames,
 )
@@ -267,6 +268,31 @@ class SegmentFile:
                 raise io_error(e, "writing frame", self.path) from e
             self.end = end = off + frame.frame_len
             self.last_crc = frame.header_crc
+            m = self.map
+            if m is None or end > len(m):
+                self.remap()
+        return off
+
+    def append_entry(self, index: int, term: int, payload: bytes) -> int:
+        """:meth:`append` for a one-entry frame (:func:`encode_single_entry`):
+        encoded against this file's end, durable point and chain value, written
+        with one ``pwrite``, no frame object (the path of libraries appending one
+        entry at a time).  Not synced; returns the frame's offset.  On failure the
+        file is cut back to the frame's start and the error raised.  O(len(payload)).
+        """
+        with self.lock:
+            off = self.end
+            data, hcrc = encode_single_entry(index, term, payload, off, self.durable, self.last_crc)
+            end = off + len(data)
+            if end > self.capacity:
+                self._reserve(len(data))
+            try:
+                self.file.pwrite(data, off)
+            except OSError as e:
+                self._cut(off)
+                raise io_error(e, "writing frame", self.path) from e
+            self.end = end
+            self.last_crc = hcrc
             m = self.map
             if m is None or end > len(m):
                 self.remap()

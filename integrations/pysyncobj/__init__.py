@@ -13,9 +13,28 @@ Usage (importing this package installs the hooks)::
     from segwal.integrations.pysyncobj import segwal_journal
     conf = SyncObjConf(journalFile=segwal_journal("/var/lib/node1/raft"), fullDumpFile="/var/lib/node1/dump")
 
-``segwal_journal(target)`` takes a directory path, or a zero-argument factory
-returning an open :class:`~segwal.types.StorageEngine` (only the protocol's
-methods are used); a URL string raises a ``ValueError`` for now.
+``segwal_journal(target)`` takes a directory path (a ``WalEngine``), a URL
+with a scheme (``s3://bucket/node1``, ``gs://``, ``az://``, ``file:///dir``,
+``memory://name``: an ``ObjectStoreEngine`` from
+``ObjectStoreEngine.from_url(url, **store_options)``), or a zero-argument
+factory returning an open :class:`~segwal.types.StorageEngine`.  The journal
+uses only the ``StorageEngine`` protocol's methods.
+
+Journal in an object store
+--------------------------
+For nodes on ephemeral machines::
+
+    segwal_journal("s3://bucket/raft/node1")          # credentials from AWS_* variables
+    segwal_journal("s3://raft/node1", endpoint="http://127.0.0.1:8333", **{"client.allow_http": "true"})
+
+Every write of the engine is durable once the store acknowledged it, in both
+``sync`` modes.  PySyncObj's dump is kept in the same store, beside the log
+(:mod:`.dumpstore`, ``docs/format-objectstore.md`` §10): it is uploaded before
+log compaction purges the journal and before a received snapshot is loaded
+or acknowledged, and at every start the dump the log goes with is put where
+PySyncObj reads ``fullDumpFile`` -- so a node restarted on an empty disk
+recovers its state from the store alone and catches up.  ``fullDumpFile`` is
+then required in both modes (a local file: the store holds the durable copy).
 
 Durability (``sync=``)
 ----------------------
@@ -63,8 +82,10 @@ the import fails with ``ImportError`` (never a silent fallback):
   ``maxSizeBytes`` (:meth:`SegwalJournal.entries_from`) instead of slicing to
   the end of the log first -- a lagging follower's catch-up no longer reads
   the whole log per message.
-* ``pysyncobj.syncobj.Serializer``: only with ``fs=``, the dump is written and
-  read through that file system (:class:`~.dump.FsSerializer`, no fork).
+* ``pysyncobj.syncobj.Serializer``: with ``fs=``, the dump is written and
+  read through that file system (:class:`~.dump.FsSerializer`, no fork); with
+  a journal in an object store, a received dump is uploaded before
+  ``setTransmissionData`` reports it complete (:class:`~.dumpstore.UploadingSerializer`).
 * ``SyncObj.__setCurrentTerm`` is not wrapped but required: it calls the
   journal's ``setCurrentTerm``, which is durable on return.
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from segwal.fs import FileSystem
 
-__all__ = ["FsSerializer"]
+__all__ = ["FsSerializer", "read_file", "replace_file"]
 
 _log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ _log = logging.getLogger(__name__)
 _NOT_SERIALIZING, _SERIALIZING, _SUCCESS, _FAILED = 0, 1, 2, 3
 
 
-def _write(fs: FileSystem, tmp: str, final: str, data: bytes) -> None:
+def replace_file(fs: FileSystem, tmp: str, final: str, data: bytes) -> None:
+    """Write ``data`` to ``tmp``, then rename it over ``final`` (not fsynced).  O(len(data))."""
     f = fs.open(tmp, create=True)
     try:
         f.truncate(0)
@@ -40,7 +41,8 @@ def _write(fs: FileSystem, tmp: str, final: str, data: bytes) -> None:
     fs.rename(tmp, final)
 
 
-def _read(fs: FileSystem, path: str) -> bytes:
+def read_file(fs: FileSystem, path: str) -> bytes:
+    """The whole file at ``path``.  O(size)."""
     f = fs.open(path, readonly=True)
     try:
         return f.pread(f.size(), 0)
@@ -83,10 +85,10 @@ class FsSerializer:
             buf = io.BytesIO()
             with gzip.GzipFile(fileobj=buf, mode="wb") as g:
                 pspickle.dump(data, g)
-            _write(self._fs, self._name + ".tmp", self._name, buf.getvalue())
+            replace_file(self._fs, self._name + ".tmp", self._name, buf.getvalue())
             self._outgoing.clear()
             self._outcome = _SUCCESS
-        except Exception:
+        except Exception:  # noqa: BLE001 - reported as FAILED, as PySyncObj does
             _log.exception("writing the full dump failed")
             self._outcome = _FAILED
 
@@ -94,7 +96,7 @@ class FsSerializer:
         """The dump's content.  O(size of the dump)."""
         from pysyncobj import pickle as pspickle
 
-        with gzip.GzipFile(fileobj=io.BytesIO(_read(self._fs, self._name))) as g:
+        with gzip.GzipFile(fileobj=io.BytesIO(read_file(self._fs, self._name))) as g:
             return pspickle.load(g)
 
     def getTransmissionData(self, transmissionID: Any) -> Any:
@@ -103,7 +105,7 @@ class FsSerializer:
         t = self._outgoing.get(transmissionID)
         if t is None:
             try:
-                t = self._outgoing[transmissionID] = [_read(self._fs, self._name), 0]
+                t = self._outgoing[transmissionID] = [read_file(self._fs, self._name), 0]
             except OSError:
                 _log.exception("reading the full dump for transmission failed")
                 return None
@@ -129,7 +131,7 @@ class FsSerializer:
             return False
         blob, self._incoming = bytes(self._incoming), None
         try:
-            _write(self._fs, self._name + ".1.tmp", self._name, blob)
+            replace_file(self._fs, self._name + ".1.tmp", self._name, blob)
         except OSError:
             _log.exception("writing the received full dump failed")
             return False

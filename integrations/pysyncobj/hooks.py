@@ -9,23 +9,29 @@ other SyncObjs in the process are unaffected.
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from segwal.engine import DEFAULT_SEGMENT_SIZE
-from segwal.fs import FileSystem
+from segwal.fs import FileSystem, OsFileSystem
+from segwal.storage.objectstore import ObjectStoreEngine, sidecar, store_from_url
+from segwal.storage.objectstore.urls import has_scheme, split_url
 from segwal.types import StorageEngine
 
 from .dump import FsSerializer
+from .dumpstore import DUMP_FOLDER, DumpKeeper, DumpStore, UploadingSerializer
 from .journal import DEFAULT_CACHE_ENTRIES, SegwalJournal
 
 __all__ = ["SUPPORTED_VERSION", "SegwalJournalFile", "install", "segwal_journal"]
 
 SUPPORTED_VERSION = "0.3.17"
-_ctx = threading.local()  # .conf: the SyncObjConf of the SyncObj being constructed on this thread
+_ctx = threading.local()  # .conf / .journal: the SyncObjConf and journal of the SyncObj being constructed here
+#: the keyword arguments of ObjectStoreEngine that ``engine_options`` may set
+ENGINE_OPTIONS = frozenset({"retries", "retry_delay", "compact_slots", "chunk_bytes", "cache_bytes", "background"})
 
 
 @dataclass(frozen=True)
@@ -39,53 +45,114 @@ class SegwalJournalFile:
     sync: Literal["always", "flush"] = "always"
     fs: FileSystem | None = None
     cache_entries: int = DEFAULT_CACHE_ENTRIES
+    store_options: tuple[tuple[str, object], ...] = ()
+    engine_options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def kind(self) -> Literal["path", "url", "factory"]:
+        """What ``target`` is.  O(1)."""
+        t = self.target
+        return "factory" if not isinstance(t, str) else "url" if has_scheme(t) else "path"
 
     def open(self, dump_file: str | None = None) -> SegwalJournal:
         """Open the journal this marker names (called by the patched createJournal,
-        which passes the SyncObj's ``fullDumpFile``).  O(cache_entries) reads."""
+        which passes the SyncObj's ``fullDumpFile``).  With an engine in an object
+        store (a URL, or a factory returning an ObjectStoreEngine) the dump is kept
+        in that store (:mod:`.dumpstore`): ``dump_file`` is then required, and the
+        store's dump is put there before this returns.  O(cache_entries) reads."""
         t = self.target
-        if isinstance(t, str):
+        if self.kind == "path":
+            assert isinstance(t, str)
             return SegwalJournal(
-                t, segment_size=self.segment_size, sync=self.sync, fs=self.fs, dump_file=dump_file,
+                t,
+                segment_size=self.segment_size,
+                sync=self.sync,
+                fs=self.fs,
+                dump_file=dump_file,
                 cache_entries=self.cache_entries,
             )
-        engine = t()
-        if not isinstance(engine, StorageEngine):
-            raise TypeError(f"segwal_journal: the factory returned {type(engine).__name__}, not a StorageEngine")
+        if isinstance(t, str):
+            store, prefix = store_from_url(t, **dict(self.store_options))
+            engine: object = ObjectStoreEngine(store, prefix, **dict(self.engine_options))  # type: ignore[arg-type]
+        else:
+            engine = t()
+            if not isinstance(engine, StorageEngine):
+                raise TypeError(f"segwal_journal: the factory returned {type(engine).__name__}, not a StorageEngine")
+        dumps = None
+        if isinstance(engine, ObjectStoreEngine):
+            if dump_file is None:
+                engine.close()
+                raise ValueError(
+                    "segwal_journal: a journal in an object store needs SyncObjConf(fullDumpFile=...): the dump "
+                    "is kept in the store beside the log, and log compaction purges nothing before it is there"
+                )
+            side = sidecar(engine, DUMP_FOLDER)
+            dumps = DumpKeeper(DumpStore(side.seam, side.folder), self.fs or OsFileSystem(), dump_file)
+        assert isinstance(engine, StorageEngine)
         return SegwalJournal(
-            engine=engine, sync=self.sync, fs=self.fs, dump_file=dump_file, cache_entries=self.cache_entries
+            engine=engine,
+            sync=self.sync,
+            fs=self.fs,
+            dump_file=dump_file,
+            cache_entries=self.cache_entries,
+            dumps=dumps,
         )
 
 
 def segwal_journal(
     target: str | os.PathLike[str] | Callable[[], StorageEngine],
     *,
-    segment_size: int = DEFAULT_SEGMENT_SIZE,
+    segment_size: int | None = None,
     sync: Literal["always", "flush"] = "always",
     fs: FileSystem | None = None,
     cache_entries: int = DEFAULT_CACHE_ENTRIES,
+    engine_options: Mapping[str, Any] | None = None,
+    **store_options: object,
 ) -> SegwalJournalFile:
     """The value for ``SyncObjConf(journalFile=...)`` that makes a SyncObj keep its
     Raft log in segwal.  Installs the hooks (:func:`install`).
 
     Args:
-        target: a directory path (a :class:`~segwal.engine.WalEngine` is opened
-            there), or a zero-argument callable returning an open
-            :class:`~segwal.types.StorageEngine` (called at each SyncObj
-            construction; the journal closes it).  A URL string is refused with
-            a ``ValueError`` until an engine for URLs exists.
-        segment_size: segment size of the ``WalEngine`` opened at a path.
+        target: one of
+
+            * a directory path: a :class:`~segwal.engine.WalEngine` is opened there;
+            * a URL with a scheme (``s3://bucket/node1``, ``gs://``, ``az://``,
+              ``file:///dir``, ``memory://name``): an
+              :class:`~segwal.storage.objectstore.ObjectStoreEngine` is opened
+              with ``ObjectStoreEngine.from_url(target, **store_options)``, and
+              PySyncObj's dump is kept in the same store (:mod:`.dumpstore`);
+            * a zero-argument callable returning an open
+              :class:`~segwal.types.StorageEngine` (called at each SyncObj
+              construction; the journal closes it).  When it returns an
+              ``ObjectStoreEngine``, the dump is kept in its store too.
+        segment_size: segment size of the ``WalEngine`` opened at a path
+            (a directory path only; default ``DEFAULT_SEGMENT_SIZE``).
         sync: ``"always"`` (default, durable: Raft's rules hold across a power
             cut; needs ``fullDumpFile``) or ``"flush"`` (acknowledges once
             written to the OS: survives ``kill -9`` of any number of nodes, not
-            a power cut of a majority).
-        fs: a :class:`~segwal.fs.FileSystem` for the engine at ``target`` and for
+            a power cut of a majority).  An object-store engine is durable on
+            every write in both modes, and always needs ``fullDumpFile``.
+        fs: a :class:`~segwal.fs.FileSystem` for the engine at a path and for
             the dump file (e.g. ``segwal.testing.volatile.VolatileFileSystem``
             for power-loss tests).  The SyncObj must then run with
             ``useFork=False``: the dump is written through ``fs`` in the tick thread.
         cache_entries: how many of the newest entries the journal keeps in memory.
+        engine_options: other keyword arguments of ``ObjectStoreEngine`` for a
+            URL (``compact_slots``, ``chunk_bytes``, ``cache_bytes``, ``retries``,
+            ``retry_delay``, ``background``).
+        store_options: the store's configuration for a URL, as for
+            ``ObjectStoreEngine.from_url``: ``endpoint=``, ``region=``, and
+            ``client.*`` / ``retry.*`` keys passed as ``**{"client.allow_http": "true"}``.
 
-    Durability: none by itself (it only describes the journal).  O(1).
+    Raises:
+        ValueError: a malformed URL or store option, an empty path, an option
+            that does not apply to ``target``'s kind (naming both).
+        TypeError: ``target`` is none of the three kinds, or a factory that
+            needs arguments.
+        ImportError: a URL without ``obstore`` installed (``segwal[cloud]``).
+
+    Durability: none by itself (it only describes the journal; it opens no
+    connection).  O(1).
     """
     install()
     if sync not in ("always", "flush"):
@@ -93,16 +160,79 @@ def segwal_journal(
     if isinstance(target, (str, os.PathLike)):
         path = os.fspath(target)
         if not isinstance(path, str):
-            raise TypeError(f"segwal_journal: a path must be text, got {path!r}")
-        if "://" in path:
-            raise ValueError(
-                f"segwal_journal({path!r}): no storage engine for URLs is available in this segwal; "
-                "pass a directory path or a zero-argument factory returning a StorageEngine"
-            )
-        return SegwalJournalFile(path, segment_size, sync, fs, cache_entries)
+            raise TypeError(f"segwal_journal: target must be a text path or URL, got bytes {path!r}")
+        if not path:
+            raise ValueError("segwal_journal: target is an empty string (expected a directory path or a URL)")
+        if has_scheme(path):
+            return _url_spec(path, segment_size, sync, fs, cache_entries, engine_options, store_options)
+        _only_for_urls(path, engine_options, store_options)
+        size = DEFAULT_SEGMENT_SIZE if segment_size is None else segment_size
+        return SegwalJournalFile(path, size, sync, fs, cache_entries)
+    if isinstance(target, StorageEngine):
+        raise TypeError(
+            f"segwal_journal: target is an open {type(target).__name__}; pass a zero-argument factory "
+            "returning one (e.g. lambda: engine), called at each SyncObj construction"
+        )
     if callable(target):
-        return SegwalJournalFile(target, segment_size, sync, fs, cache_entries)
-    raise TypeError(f"segwal_journal: expected a path, a URL or an engine factory, got {target!r}")
+        try:
+            inspect.signature(target).bind()
+        except TypeError:
+            raise TypeError(f"segwal_journal: a factory target must take no arguments, {target!r} needs some") from None
+        except ValueError:
+            pass  # no signature to check (a builtin): it is called as it is
+        _only_for_urls(target, engine_options, store_options)
+        if segment_size is not None:
+            raise ValueError("segwal_journal: segment_size applies to a directory path, not to a factory target")
+        return SegwalJournalFile(target, DEFAULT_SEGMENT_SIZE, sync, fs, cache_entries)
+    raise TypeError(
+        "segwal_journal: target must be a directory path, a URL (s3://bucket/prefix, file:///dir, ...) or a "
+        f"zero-argument factory returning a StorageEngine, got {type(target).__name__} {target!r}"
+    )
+
+
+def _only_for_urls(
+    target: object, engine_options: Mapping[str, Any] | None, store_options: Mapping[str, object]
+) -> None:
+    given = sorted(store_options) + (["engine_options"] if engine_options else [])
+    if given:
+        raise ValueError(f"segwal_journal: {', '.join(given)} apply to a URL target only, not to {target!r}")
+
+
+def _url_spec(
+    url: str,
+    segment_size: int | None,
+    sync: Literal["always", "flush"],
+    fs: FileSystem | None,
+    cache_entries: int,
+    engine_options: Mapping[str, Any] | None,
+    store_options: Mapping[str, object],
+) -> SegwalJournalFile:
+    try:
+        split_url(url)
+    except ValueError as e:
+        raise ValueError(f"segwal_journal: target {e}") from None
+    if segment_size is not None:
+        raise ValueError(f"segwal_journal: segment_size applies to a directory path, not to the URL {url!r}")
+    unknown = sorted(set(engine_options or {}) - ENGINE_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"segwal_journal: unknown engine_options {unknown} (expected some of {sorted(ENGINE_OPTIONS)})"
+        )
+    try:
+        store_from_url(url, **store_options)  # checks the options now (opens no connection)
+    except ImportError as e:
+        raise ImportError(f"segwal_journal({url!r}) needs obstore: pip install 'segwal[cloud]' ({e})") from e
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"segwal_journal({url!r}): bad store option: {e}") from None
+    return SegwalJournalFile(
+        url,
+        DEFAULT_SEGMENT_SIZE,
+        sync,
+        fs,
+        cache_entries,
+        tuple(sorted(store_options.items())),
+        tuple(sorted((engine_options or {}).items())),
+    )
 
 
 # ------------------------------------------------------------------ the hooks
@@ -117,6 +247,11 @@ def _spec_of(conf: Any) -> SegwalJournalFile | None:
 
 
 def _check_conf(conf: Any, spec: SegwalJournalFile) -> None:
+    if spec.kind == "url" and conf.fullDumpFile is None:
+        raise ValueError(
+            f"segwal_journal({spec.target!r}) needs SyncObjConf(fullDumpFile=...): the dump is kept in the "
+            "object store beside the log, and log compaction purges nothing before it is there"
+        )
     if spec.sync == "always" and conf.fullDumpFile is None:
         raise ValueError(
             "segwal_journal(sync='always') needs SyncObjConf(fullDumpFile=...): without a dump file "
@@ -173,14 +308,20 @@ def install() -> None:
             if isinstance(journalFile, SegwalJournalFile):
                 conf = getattr(_ctx, "conf", None)
                 dump = conf.fullDumpFile if conf is not None and conf.journalFile is journalFile else None
-                return journalFile.open(dump_file=dump)
+                _ctx.journal = journalFile.open(dump_file=dump)
+                return _ctx.journal
             return orig_create(journalFile)
 
         def Serializer(fileName: Any, transmissionBatchSize: Any, *args: Any, **kwargs: Any) -> Any:
             spec = _spec_of(getattr(_ctx, "conf", None))
             if spec is not None and spec.fs is not None:
-                return FsSerializer(spec.fs, fileName, transmissionBatchSize)
-            return orig_serializer(fileName, transmissionBatchSize, *args, **kwargs)
+                inner: Any = FsSerializer(spec.fs, fileName, transmissionBatchSize)
+            else:
+                inner = orig_serializer(fileName, transmissionBatchSize, *args, **kwargs)
+            j = getattr(_ctx, "journal", None)
+            if spec is not None and isinstance(j, SegwalJournal) and j.dumps is not None:
+                return UploadingSerializer(inner, j.dumps)  # a received dump goes to the store first
+            return inner
 
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
             conf = kwargs["conf"] if "conf" in kwargs else (args[2] if len(args) > 2 else None)
@@ -194,6 +335,7 @@ def install() -> None:
                 orig_init(self, *args, **kwargs)
             finally:
                 _ctx.conf = None
+                _ctx.journal = None
 
         def _onTick(self: Any, *args: Any, **kwargs: Any) -> Any:
             # The leader counts itself toward a commit in _onTick (count = 1): every

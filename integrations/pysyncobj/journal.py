@@ -23,6 +23,7 @@ from segwal.engine import DEFAULT_SEGMENT_SIZE, Entry, HardState, LogId, VotedFo
 from segwal.fs import FileSystem, OsFileSystem
 from segwal.types import StorageEngine
 
+from .dumpstore import DumpKeeper
 from .nodeids import decode_node_id, encode_node_id, node_key
 
 __all__ = ["DEFAULT_CACHE_ENTRIES", "SegwalJournal"]
@@ -56,6 +57,10 @@ class SegwalJournal:
         dump_file: PySyncObj's ``fullDumpFile``; in ``"always"`` mode it and its
             directory are fsynced before a purge and before a ``clear()``.
         cache_entries: how many of the newest entries to keep in memory.
+        dumps: keep the dump in an object store instead (an engine in an object
+            store; :mod:`.dumpstore`): the local dump file is made the one the
+            log goes with at open, uploaded before every purge, and ``clear()``
+            requires it to be in the store.  Replaces the fsyncs of ``dump_file``.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class SegwalJournal:
         fs: FileSystem | None = None,
         dump_file: str | None = None,
         cache_entries: int = DEFAULT_CACHE_ENTRIES,
+        dumps: DumpKeeper | None = None,
     ) -> None:
         if sync not in ("always", "flush"):
             raise ValueError(f"sync must be 'always' or 'flush', got {sync!r}")
@@ -95,6 +101,13 @@ class SegwalJournal:
         self._saved: HardState | None = hs
         self._meta_dirty = False
         self._load_tail()
+        self._dumps = dumps
+        if dumps is not None:
+            try:
+                dumps.restore(engine)  # before SyncObj reads fullDumpFile (its first tick)
+            except BaseException:
+                engine.close()
+                raise
 
     def _load_tail(self) -> None:
         """Read the engine's bounds and its newest entries into memory."""
@@ -117,6 +130,11 @@ class SegwalJournal:
     def engine(self) -> StorageEngine:
         """The underlying engine (for inspection; do not write to it directly).  O(1)."""
         return self._e
+
+    @property
+    def dumps(self) -> DumpKeeper | None:
+        """Where the dump is kept in the object store (``None``: the local file only).  O(1)."""
+        return self._dumps
 
     def pending(self) -> int:
         """How many appended entries are not yet handed to the engine.  O(1)."""
@@ -209,9 +227,12 @@ class SegwalJournal:
     def clear(self) -> None:
         """Remove every entry (the engine's ``reset``; the hard state is kept).  In
         ``"always"`` mode the dump file is fsynced first: SyncObj clears its journal
-        to install a snapshot.  Durable on return in ``"always"`` mode.  O(files)."""
+        to install a snapshot.  With ``dumps``, refuses (RuntimeError) unless the
+        dump file is in the object store.  Durable on return in ``"always"`` mode.  O(files)."""
         with self._lock:
-            if self.durable:
+            if self._dumps is not None:
+                self._dumps.check_local_stored()
+            elif self.durable:
                 self._sync_dump()
             self._reset()
 
@@ -257,18 +278,24 @@ class SegwalJournal:
         """Remove the entries before position ``entryTo`` (``journal = journal[entryTo:]``):
         log compaction, done with ``purge_logs`` (whole segment files are
         unlinked).  In ``"always"`` mode the dump file and its directory are
-        fsynced first.  O(removed segments + kept entries in memory)."""
+        fsynced first; with ``dumps``, the dump is uploaded to the object store
+        first (nothing is purged if that fails), and older dump objects are
+        deleted after the purge.  O(removed segments + kept entries in memory)."""
         with self._lock:
             n = len(self)
             stop = slice(None, entryTo).indices(n)[1]
             if stop <= 0:
                 return
             index = self._first + stop - 1
-            if self.durable:
+            if self._dumps is not None:
+                self._dumps.save(index + 1)  # the dump goes with the log that starts after the purge
+            elif self.durable:
                 self._sync_dump()
             self._sync_locked()
             term = self[stop - 1][2]
             self._e.purge_logs(LogId(term, index))
+            if self._dumps is not None:
+                self._dumps.collect(index + 1)
             mstart, mem = self._tail
             if index >= mstart:
                 self._tail = (index + 1, mem[index + 1 - mstart :])
@@ -333,7 +360,7 @@ class SegwalJournal:
 
     def __len__(self) -> int:
         n = self._last - self._first + 1
-        return n if n > 0 else 0
+        return n if n > 0 else 0  # noqa: FURB136 - a conditional is cheaper than max() on this hot path
 
     def __iter__(self) -> Iterator[Item]:
         # Without this, iteration would go through __getitem__ until IndexError.

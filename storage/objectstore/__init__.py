@@ -9,6 +9,7 @@ does not.
 
 from segwal.storage.objectstore.engine import ObjectStoreEngine
 from segwal.storage.objectstore.seam import ObjectExistsError, ObjectInfo, ObjectStoreSeam, StoredObject, as_seam
+from segwal.storage.objectstore.sidecar import Sidecar, sidecar
 from segwal.storage.objectstore.urls import parse_store_options, store_from_url
 
 __all__ = [
@@ -20,4 +21,6 @@ __all__ = [
     "as_seam",
     "parse_store_options",
     "store_from_url",
+    "Sidecar",
+    "sidecar",
 ]
