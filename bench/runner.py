@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--markdown", action="store_true", help="print markdown tables (for docs/benchmarks.md)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     ap.add_argument("--label", default="", help="free text stored in the JSON (e.g. the segwal commit measured)")
+    ap.add_argument("--kv-scale", action="store_true",
+                    help="instead: the key/value scale section (open, memory, get at 1M/10M keys; "
+                    "`segwal bench --kv-scale --help`)")
     return ap
 
 
@@ -90,6 +93,10 @@ def _segwal_location() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--kv-scale" in (sys.argv[1:] if argv is None else argv):  # its own section and options
+        from .kv_scale import main as kv_scale_main
+
+        return kv_scale_main(argv)
     args = build_parser().parse_args(argv)
     if args.repeat < 1:
         print("--repeat must be >= 1", file=sys.stderr)

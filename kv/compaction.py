@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Final
 from segwal.errors import CorruptionError, StorageIOError, SyncError
 from segwal.kv.codec import BODY_HEAD_SIZE, FLAG_COMPACT_END, REC_TABLE, encode_kv_body
 from segwal.kv.files import Loc, file_name, move_zeroing, read_locs
+from segwal.kv.keydir import KeyDir
+from segwal.kv.keyindex import index_name
 from segwal.types import LogId
 from segwal.wal.format import FRAME_HEADER_SIZE, KIND_KV, encode_frame
 from segwal.wal.segment import SegmentFile
@@ -73,7 +75,7 @@ def compact_store(store: KVStore) -> None:
     act = store._active
     assert act is not None
     kd = store._kd
-    assert isinstance(kd, dict)
+    assert isinstance(kd, KeyDir)
     seq = act.seq + 1
     tmp = store._path(file_name(store._gen, seq, "tmp"))
     final = store._path(file_name(store._gen, seq, "merged"))
@@ -108,6 +110,7 @@ def compact_store(store: KVStore) -> None:
             live += _write_chunk(seg, keys, vals, checks, new_kd, 0, applied)
         # Last frame: carries last_applied, and claims everything before it durable
         # (true at the commit point, which comes only after the fdatasync below).
+        end_off = seg.end
         _write_chunk(seg, [], [], [], new_kd, FLAG_COMPACT_END, applied, durable=seg.end)
         seg.sync()
         fs.rename(tmp, final)
@@ -134,9 +137,12 @@ def compact_store(store: KVStore) -> None:
         raise
     old_files = store._files
     move_zeroing(store._pa, store._active, None, store._file_size)
-    store._kd = new_kd  # readers switch here; old maps stay valid while referenced
+    new = KeyDir(None, len(new_kd))
+    new.over.update(new_kd)
+    store._kd = new  # readers switch here; old maps stay valid while referenced
     store._files = [seg]
     store._active = seg
+    store._last_off = end_off
     move_zeroing(store._pa, None, seg, store._file_size)
     store._live = live
     store._dead = 0
@@ -148,6 +154,10 @@ def compact_store(store: KVStore) -> None:
         fs.fsync_dir(store._dir)
     except OSError as e:
         log.warning("key/value compaction in %s: removing old files failed (retried at open): %s", store._dir, e)
+    if len(new) >= store._index_min:
+        store._checkpoint()  # the old key index points into the files just removed
+    elif fs.exists(store._path(index_name(store._gen))):
+        store._discard(index_name(store._gen))
 
 
 def _write_chunk(

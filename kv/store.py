@@ -16,9 +16,9 @@ reads, writes, flush and close.
 
 Thread safety: one writer at a time (apply, flush, compact and close take an
 internal lock); :meth:`KVStore.get`, ``len`` and :meth:`KVStore.last_applied`
-may run concurrently with the writer and never block.  A reader running
-concurrently with an ``apply`` may see some of that batch's keys updated and
-others not yet; a crash never leaves such a half state.
+run concurrently with the writer and never block (except to rebuild a damaged
+key index).  A reader concurrent with an ``apply`` may see part of that batch;
+a crash never leaves such a half state.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ import errno
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from itertools import accumulate, compress, repeat
-from typing import Any, NoReturn
+from typing import Any
 
 import xxhash
 
@@ -59,6 +58,8 @@ from segwal.kv.files import (
     seal_file,
     write_clean_end,
 )
+from segwal.kv.keydir import KeyDir, KVStats, Refusing, checkpoint_store, index_damaged, publish_slow
+from segwal.kv.keyindex import IndexDamaged
 from segwal.kv.opening import recover_store
 from segwal.types import LogId
 from segwal.wal.format import FRAME_HEADER_SIZE, KIND_KV, SEGMENT_HEADER_SIZE, align8, encode_frame
@@ -71,41 +72,9 @@ log = logging.getLogger("segwal.kv")
 
 _xxh3 = xxhash.xxh3_64_intdigest
 
-
-@dataclass(frozen=True, slots=True)
-class KVStats:
-    """Sizes of the store.
-
-    Attributes:
-        keys: live keys.
-        live_bytes: bytes of live records (16-byte table slot + key + value each).
-        dead_bytes: bytes of records that no longer count (overwritten values,
-            deleted values, tombstones); compaction reclaims them.
-        files: record files in use.
-    """
-
-    keys: int
-    live_bytes: int
-    dead_bytes: int
-    files: int
-
-
-class _Refusing:
-    """Stands in for the key directory once the store is closed or lost data:
-    every read raises the given error (keeps the hot :meth:`KVStore.get` path free
-    of state checks)."""
-
-    __slots__ = ("_exc", "_n")
-
-    def __init__(self, exc: Exception, n: int) -> None:
-        self._exc = exc
-        self._n = n
-
-    def get(self, key: bytes) -> NoReturn:
-        raise self._exc
-
-    def __len__(self) -> int:
-        return self._n
+#: Defaults of :meth:`KVStore.open`'s ``index_every``/``index_min_keys`` (read at each open: tests lower them).
+INDEX_EVERY = 1 << 18
+INDEX_MIN_KEYS = 1 << 16
 
 
 class KVStore:
@@ -139,6 +108,9 @@ class KVStore:
         "_pa",
         "_tracked",
         "_commit",
+        "_last_off",
+        "_index_every",
+        "_index_min",
     )
     # Set by open() on the instance it builds (declared here for the type checker).
     _fs: FileSystem
@@ -151,9 +123,11 @@ class KVStore:
     _prealloc: int
     _min_dead: int
     _ratio: float
+    _index_every: int
+    _index_min: int
 
     def __init__(self) -> None:  # use KVStore.open
-        self._kd: dict[bytes, Loc] | _Refusing = {}
+        self._kd: KeyDir | Refusing = KeyDir()
         self._files: list[SegmentFile] = []
         self._active: SegmentFile | None = None
         self._live = 0
@@ -165,6 +139,7 @@ class KVStore:
         self._pa: Preallocator | None = None
         self._tracked: tuple[KVFile, ...] | None = None
         self._commit: Callable[[tuple[KVFile, ...]], None] | None = None
+        self._last_off = SEGMENT_HEADER_SIZE  # start of the active file's last frame (the header: none)
 
     # -- opening ---------------------------------------------------------------
 
@@ -185,6 +160,9 @@ class KVStore:
         preallocator: Preallocator | None = None,
         files: tuple[KVFile, ...] | None = None,
         commit: Callable[[tuple[KVFile, ...]], None] | None = None,
+        index_every: int | None = None,
+        index_min_keys: int | None = None,
+        use_index: bool = True,
     ) -> KVStore:
         """Open (or create) the store in directory ``path`` (which must exist, except
         in read-only mode).
@@ -205,8 +183,18 @@ class KVStore:
         rollover, a compaction, a clean close), each time before anything that
         relies on the new list is acknowledged.
 
-        Complexity: O(records and bytes in the files), bounded by compaction to
-        about twice the live data (see docs/format-kv.md, "Open").
+        The key index (``kv-G.index``, ``kv/keyindex.py``) is a checkpoint of the
+        key directory: when a usable one is there, open reads no record file
+        below the position it covers and replays only the frames after it.  It
+        is written when ``index_every`` keys changed since the last one (or a
+        quarter of the indexed keys, if more), and at a clean close of a store of
+        at least ``index_min_keys`` keys or that already has one (defaults:
+        :data:`INDEX_EVERY`, :data:`INDEX_MIN_KEYS`).  ``use_index=False`` replays
+        everything (``segwal verify``).
+
+        Complexity: with a usable key index, O(files + frames written after its
+        checkpoint); otherwise O(records and bytes in the files), bounded by
+        compaction to about twice the live data (see docs/format-kv.md, "Open").
 
         Raises:
             CorruptionError: damage in a non-last file, damage below a durable
@@ -231,8 +219,10 @@ class KVStore:
         self._pa = None if readonly else preallocator
         self._tracked = files
         self._commit = None if readonly else commit
+        self._index_every = max(1, INDEX_EVERY if index_every is None else index_every)
+        self._index_min = INDEX_MIN_KEYS if index_min_keys is None else index_min_keys
         try:
-            recover_store(self, keep_other_generations)
+            recover_store(self, keep_other_generations, use_index)
         except BaseException:
             for seg in self._files:
                 seg.file.close()
@@ -279,7 +269,10 @@ class KVStore:
             CorruptionError: the stored value no longer matches its checksum.
             EngineClosedError: the store was closed.
         """
-        loc = self._kd.get(key)
+        try:
+            loc = self._kd.get(key)
+        except IndexDamaged as exc:
+            loc = self._index_damaged(exc).get(key)
         if loc is None:
             if type(key) is not bytes:
                 raise TypeError(f"key must be bytes, got {type(key).__name__}")
@@ -307,11 +300,11 @@ class KVStore:
         stays valid across later writes and compactions (locations keep their
         file's map alive).
         """
-        kd = self._kd
-        if not isinstance(kd, dict):
-            kd.get(b"")  # raises the recorded error
-        assert isinstance(kd, dict)
-        return list(kd.keys()), list(kd.values()), self._applied
+        try:
+            items = list(self._kd.items())  # a closed or poisoned store raises its error
+        except IndexDamaged as e:
+            items = list(self._index_damaged(e, locked=True).items())
+        return [k for k, _ in items], [v for _, v in items], self._applied
 
     def read_values(self, locs: list[Loc]) -> list[bytes]:
         """The values at ``locs`` (from :meth:`capture`), each verified.  O(bytes)."""
@@ -370,8 +363,12 @@ class KVStore:
         with self._wlock:
             self._writable()
             kd = self._kd
-            assert isinstance(kd, dict)
-            olds: list[Any] = list(map(kd.get, keys))
+            assert isinstance(kd, KeyDir)
+            try:
+                olds: list[Any] = list(map(kd.get, keys))
+            except IndexDamaged as e:
+                kd = self._index_damaged(e, locked=True)
+                olds = list(map(kd.get, keys))
             simple = not has_none and len(set(keys)) == n
             if not simple:
                 # Deletes or a repeated key: each change sees the one before it.
@@ -405,6 +402,7 @@ class KVStore:
             prev_crc = seg.last_crc
             frame = encode_frame(KIND_KV, 0, body, offset=off, durable=seg.durable, prev_crc=prev_crc, count=n)
             seg.append(frame)  # cuts back and raises OutOfSpaceError/StorageIOError on failure
+            self._last_off = off
             pa = self._pa
             if pa is not None and seg.zeroed - seg.end < pa.ahead // 2:
                 pa.register(seg, self._file_size)  # from the first write on; a no-op after
@@ -413,6 +411,7 @@ class KVStore:
                     seg.sync()
                 except SyncError as e:
                     seg.rollback(off, prev_crc)
+                    self._last_off = -1  # unknown until the next frame: no checkpoint
                     self._poison(e)
                     raise
             # The frame is written (and durable if sync): publish it.
@@ -424,42 +423,23 @@ class KVStore:
                 inter[0::2] = klens
                 inter[1::2] = vlens
                 acc = list(accumulate(inter, initial=data))
-                kd.update(zip(keys, zip(repeat(seg), acc[1::2], acc[2::2], checks)))
+                kd.put_many(zip(keys, zip(repeat(seg), acc[1::2], acc[2::2], checks)), olds.count(None))
                 gained = REC_TABLE * n + acc[-1] - data
                 self._live += gained - lost
                 self._dead += lost
             else:
-                self._publish_slow(seg, data, keys, vals, checks, olds)
+                publish_slow(self, seg, data, keys, vals, checks, olds)
             if applied is not None:
                 self._applied = applied
             dead = self._dead
             if dead > self._min_dead and dead > self._ratio * (self._live + dead):
                 auto_compact(self)
+            kd = self._kd
+            if isinstance(kd, KeyDir) and len(kd.over) >= self._index_every and (
+                kd.table is None or len(kd.over) >= kd.table.head.nkeys // 4
+            ):
+                self._checkpoint()
             return prevs
-
-    def _publish_slow(
-        self, seg: SegmentFile, pos: int, keys: list[bytes], vals: list[bytes | None], checks: list[int], olds: list[Any]
-    ) -> None:
-        kd = self._kd
-        assert isinstance(kd, dict)
-        live = self._live
-        dead = self._dead
-        for k, v, c, old in zip(keys, vals, checks, olds):
-            pos += len(k)
-            if v is None:
-                kd.pop(k, None)
-                dead += REC_TABLE + len(k)
-            else:
-                end = pos + len(v)
-                kd[k] = (seg, pos, end, c)
-                live += REC_TABLE + len(k) + len(v)
-                pos = end
-            if old is not None:
-                sz = REC_TABLE + len(k) + (len(vals[old[1]]) if old[0] is None else old[2] - old[1])
-                live -= sz
-                dead += sz
-        self._live = live
-        self._dead = dead
 
     def _rollover(self) -> SegmentFile:
         """Seal the active file (truncate to its end, fsync) and start the next one."""
@@ -498,6 +478,7 @@ class KVStore:
             raise
         self._files.append(new)
         self._active = new
+        self._last_off = SEGMENT_HEADER_SIZE
         move_zeroing(self._pa, None, new, self._file_size)
         return new
 
@@ -531,12 +512,25 @@ class KVStore:
         except SyncError as e:
             self._poison(e)
             # Never trust a failed sync: make the unsynced frames unreadable, now and after reopen.
-            self._kd = _Refusing(EnginePoisonedError(f"key/value data lost by a failed sync ({e})"), len(self._kd))
+            self._kd = Refusing(EnginePoisonedError(f"key/value data lost by a failed sync ({e})"), len(self._kd))
             try:
                 seg.file.pwrite(bytes(seg.end - start), start)
             except OSError:
                 pass
             raise
+
+    # -- the key index -----------------------------------------------------------
+
+    def _checkpoint(self) -> None:
+        """Write the key index (:func:`segwal.kv.keydir.checkpoint_store`).  Under the write lock."""
+        checkpoint_store(self)
+
+    def _index_damaged(self, e: IndexDamaged, *, locked: bool = False) -> KeyDir:
+        """Drop a damaged key index and rebuild the key directory (:func:`segwal.kv.keydir.index_damaged`)."""
+        if not locked:
+            with self._wlock:
+                return index_damaged(self, e)
+        return index_damaged(self, e)
 
     # -- compaction --------------------------------------------------------------
 
@@ -575,19 +569,23 @@ class KVStore:
                 move_zeroing(self._pa, seg, None, self._file_size)
                 if clean and seg is not None and not self._readonly and self._poisoned is None:
                     self._flush()
+                    before = seg.end
                     try:
                         write_clean_end(seg, self._applied)
                     except SyncError as e:
                         self._poison(e)
                         raise
+                    if seg.end != before:
+                        self._last_off = before
                     seg.durable = seg.end
+                    checkpoint_store(self, closing=True)
                     try:
                         self._commit_files(seg.end)  # the clean end becomes a claim on the whole file
                     except (OutOfSpaceError, StorageIOError) as e:
                         log.warning("key/value clean end not recorded in the manifest (%s)", e)
             finally:
                 self._closed = True
-                self._kd = _Refusing(EngineClosedError("key/value store is closed"), 0)
+                self._kd = Refusing(EngineClosedError("key/value store is closed"), 0)
                 for f in self._files:
                     f.file.close()
                 self._files = []

@@ -1,0 +1,364 @@
+"""The key directory of the key/value store: a mapped key index (checkpoint) under an in-memory overlay of recent changes.
+
+:class:`KeyDir` answers "where is the value of this key": first from ``over``, a
+dict of the keys changed since the key index was last written (``None`` marks
+a key deleted since), then from ``table``, the mapped :class:`KeyTable` of
+``kv-G.index`` (``kv/keyindex.py``).  Without an index (a small or new store,
+or one whose index was missing or damaged) everything lives in ``over``.
+:func:`checkpoint` folds the overlay into a new index file and returns a new
+directory with an empty overlay; the store swaps it in with one assignment,
+readers holding the old one keep a consistent view.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import numpy as np
+import xxhash
+
+from segwal.errors import CorruptionError
+from segwal.kv.codec import REC_TABLE, TOMBSTONE, decode_kv_body
+from segwal.kv.keyindex import IndexDamaged, IndexHeader, KeyTable, build_table, index_name, load_index, write_index
+from segwal.wal.format import (
+    FRAME_HEADER_SIZE,
+    KIND_KV,
+    SEGMENT_HEADER_SIZE,
+    FrameHeader,
+    decode_frame_header,
+    decode_segment_header,
+    scan_frames,
+)
+from segwal.wal.segment import SegmentFile
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from segwal.kv.store import KVStore
+
+__all__ = ["KVStats", "KeyDir", "Refusing", "checkpoint_store", "index_damaged", "open_table", "publish_slow", "rebuild_keydir", "replay"]
+
+log = logging.getLogger("segwal.kv")
+
+_xxh3 = xxhash.xxh3_64_intdigest
+_MISS: Any = object()
+Loc = tuple[SegmentFile, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class KVStats:
+    """Sizes of the store.
+
+    Attributes:
+        keys: live keys.
+        live_bytes: bytes of live records (16-byte table slot + key + value each).
+        dead_bytes: bytes of records that no longer count (overwritten values,
+            deleted values, tombstones); compaction reclaims them.
+        files: record files in use.
+    """
+
+    keys: int
+    live_bytes: int
+    dead_bytes: int
+    files: int
+
+
+class Refusing:
+    """Stands in for the key directory once the store is closed or lost data:
+    every read raises the given error (keeps the hot :meth:`KVStore.get` path free
+    of state checks)."""
+
+    __slots__ = ("_exc", "_n")
+
+    def __init__(self, exc: Exception, n: int) -> None:
+        self._exc = exc
+        self._n = n
+
+    def get(self, key: bytes) -> NoReturn:
+        raise self._exc
+
+    def items(self) -> NoReturn:
+        raise self._exc
+
+    def __len__(self) -> int:
+        return self._n
+
+
+class KeyDir:
+    """Key -> :data:`Loc` of its value: ``over`` (recent changes) over ``table`` (the index).
+
+    ``n`` is the number of live keys.  One writer (the store's lock); readers
+    call :meth:`get` concurrently (dict reads and the immutable table).
+    """
+
+    __slots__ = ("over", "table", "n")
+
+    def __init__(self, table: KeyTable | None = None, n: int = 0) -> None:
+        self.over: dict[bytes, Loc | None] = {}
+        self.table = table
+        self.n = n
+
+    def get(self, key: bytes) -> Loc | None:
+        """Where ``key``'s value is, or ``None``.  O(1): a dict lookup, then at most a table probe.
+
+        Raises:
+            IndexDamaged: a block of the index failed its checksum (the store rebuilds).
+            CorruptionError: a record the index points at is damaged.
+        """
+        v = self.over.get(key, _MISS)
+        if v is not _MISS:
+            return v  # type: ignore[no-any-return]
+        t = self.table
+        return None if t is None else t.lookup(key)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def put(self, key: bytes, loc: Loc, was_live: bool) -> None:
+        """Set ``key``'s location (``was_live``: it had a value before)."""
+        self.over[key] = loc
+        if not was_live:
+            self.n += 1
+
+    def put_many(self, pairs: Iterable[tuple[bytes, Loc]], added: int) -> None:
+        """Set many locations at C speed; ``added`` of the keys had no value before."""
+        self.over.update(pairs)
+        self.n += added
+
+    def delete(self, key: bytes, was_live: bool) -> None:
+        """Remove ``key`` (a marker shadows the table's entry)."""
+        if self.table is None:
+            self.over.pop(key, None)
+        else:
+            self.over[key] = None
+        if was_live:
+            self.n -= 1
+
+    def items(self) -> Iterator[tuple[bytes, Loc]]:
+        """Every live ``(key, loc)``.  O(keys); the table's keys are read from the record files.
+
+        Raises:
+            IndexDamaged: a block of the index failed its checksum.
+        """
+        over = self.over
+        if self.table is not None:
+            for k, loc in self.table.items():
+                if k not in over:
+                    yield k, loc
+        for k, v in over.items():
+            if v is not None:
+                yield k, v
+
+    def rows(self) -> Any:
+        """Every live key as an ``(n, 4)`` uint64 array of index slots (see :func:`build_table`).
+        O(table) in numpy plus O(overlay) in Python.
+
+        Raises:
+            IndexDamaged: a block of the index failed its checksum.
+        """
+        over = self.over
+        parts = []
+        t = self.table
+        if t is not None:
+            rows = t.rows()
+            if over and len(rows):
+                oh = np.fromiter(map(_xxh3, over), np.uint64, len(over))
+                cand = np.flatnonzero(np.isin(rows[:, 0], oh)).tolist()
+                drop = [i for i in cand if t.key_at(rows[i]) in over]
+                if drop:
+                    rows = np.delete(rows, drop, axis=0)
+            parts.append(rows)
+        live = [(k, v) for k, v in over.items() if v is not None]
+        if live:
+            n = len(live)
+            hs = np.fromiter((_xxh3(k) for k, _ in live), np.uint64, n)
+            klen = np.fromiter((len(k) for k, _ in live), np.uint64, n)
+            seq = np.fromiter((v[0].seq for _, v in live), np.uint64, n)
+            vs = np.fromiter((v[1] for _, v in live), np.uint64, n)
+            ve = np.fromiter((v[2] for _, v in live), np.uint64, n)
+            chk = np.fromiter((v[3] for _, v in live), np.uint64, n)
+            w1 = seq | ((vs - klen) << np.uint64(32))
+            w2 = klen | ((ve - vs) << np.uint64(32))
+            parts.append(np.stack([hs, w1, w2, chk], axis=1))
+        return np.concatenate(parts) if parts else np.zeros((0, 4), dtype="<u8")
+
+
+def open_table(store: KVStore, segs: dict[int, SegmentFile]) -> KeyTable | str:
+    """The store's key index if it can be used with the record files ``segs``
+    (opened, headers checked, not yet scanned), else why not.
+
+    Usable means: its header and file list check out, every file it names is
+    open with the same uid, and the frame ending at its covered offset is
+    there with the chain value it recorded.  O(files + blocks / 512).
+    """
+    got = load_index(store._fs, store._dir, engine_id=store._engine_id, generation=store._gen)
+    if isinstance(got, str):
+        return got
+    head, buf, sums = got
+    for seq, uid in head.files:
+        seg = segs.get(seq)
+        if seg is None or seg.uid != uid:
+            return f"record file {seq} is not the one it indexed"
+    if head.covered_seq not in segs or max(segs) < head.covered_seq:
+        return "covered file missing"
+    seg = segs[head.covered_seq]
+    fb = seg.buffer()
+    if len(fb) < head.covered_off:
+        return "covered position beyond the file"
+    if head.last_frame_off == head.covered_off:
+        if head.covered_off != SEGMENT_HEADER_SIZE or seg.last_crc != head.covered_crc:
+            return "covered position does not match the file"
+    else:
+        try:
+            fh = decode_frame_header(fb, head.last_frame_off)
+        except Exception:  # noqa: BLE001 - any doubt: not usable
+            fh = None
+        if fh is None or fh.header_crc != head.covered_crc or head.last_frame_off + fh.frame_len != head.covered_off:
+            return "covered frame does not match the file"
+    return KeyTable(f"{store._dir}/{index_name(store._gen)}", head, buf, sums, dict(segs))
+
+
+def _checkpoint(store: KVStore) -> None:
+    """Write a new key index covering everything applied so far and switch the store
+    to it (empty overlay).  Caller holds the write lock; the active file's frames
+    are durable (the caller flushed).  A failed write is logged and the store goes
+    on with its overlay.  O(keys) in numpy, O(overlay) in Python, O(table bytes) I/O.
+    """
+    kd = store._kd
+    assert isinstance(kd, KeyDir)
+    act = store._active
+    assert act is not None
+    if act.seq >= 1 << 32:
+        return  # slots hold 32-bit sequences: stay in memory
+    rows = kd.rows()
+    nslots, slots = build_table(rows)
+    files = tuple((f.seq, f.uid) for f in store._files)
+    head = IndexHeader(
+        store._engine_id, store._gen, nslots, len(slots), len(rows), act.seq, act.end, store._last_off,
+        act.last_crc, files, store._live, store._dead, store._applied,
+    )
+    try:
+        write_index(store._fs, store._dir, head, slots)
+    except OSError as e:
+        log.warning("key index of %s not written (%s); the store keeps its changes in memory", store._dir, e)
+        return
+    got = open_table(store, {f.seq: f for f in store._files})
+    if isinstance(got, str):
+        log.warning("key index of %s unusable right after writing it (%s)", store._dir, got)
+        return
+    new = KeyDir(got, len(rows))
+    store._kd = new  # readers switch here
+
+
+def checkpoint_store(store: KVStore, *, closing: bool = False) -> None:
+    """Write the key index and switch the store to it, flushing first (it must cover
+    only durable frames).  When ``closing``, only if the store has an index with
+    changes over it, or none and at least ``index_min_keys`` keys.  Under the write lock.
+    """
+    kd = store._kd
+    if store._last_off < 0 or store._poisoned is not None or not isinstance(kd, KeyDir):
+        return
+    if closing and not (kd.over if kd.table is not None else len(kd) >= store._index_min):
+        return
+    store._flush()
+    try:
+        _checkpoint(store)
+    except IndexDamaged as e:
+        index_damaged(store, e)
+
+
+def index_damaged(store: KVStore, e: IndexDamaged) -> KeyDir:
+    """The key index failed a check: drop it, rebuild the key directory from the
+    record files (WARNING), and return the new one.  Under the write lock.
+    O(records and bytes).
+    """
+    kd = store._kd
+    if not isinstance(kd, KeyDir):
+        kd.get(b"")  # raises the recorded error (closed, poisoned)
+    assert isinstance(kd, KeyDir)
+    if kd.table is None:
+        return kd  # already rebuilt
+    log.warning("%s; rebuilding the key directory from the record files", e)
+    if not store._readonly:
+        store._discard(e.path.rsplit("/", 1)[1])
+    try:
+        return rebuild_keydir(store)
+    except CorruptionError as err:  # acknowledged records are damaged too: every read reports it
+        store._kd = Refusing(err, len(kd))
+        raise
+
+
+def publish_slow(
+    store: KVStore, seg: SegmentFile, pos: int, keys: list[bytes], vals: list[bytes | None], checks: list[int],
+    olds: list[Any],
+) -> None:
+    """Publish a written batch that holds deletes or repeated keys, change by change
+    (``olds``: what each change replaced, ``(None, i)`` for change ``i`` of the batch)."""
+    kd = store._kd
+    assert isinstance(kd, KeyDir)
+    live = store._live
+    dead = store._dead
+    for k, v, c, old in zip(keys, vals, checks, olds):
+        pos += len(k)
+        if v is None:
+            kd.delete(k, old is not None)
+            dead += REC_TABLE + len(k)
+        else:
+            end = pos + len(v)
+            kd.put(k, (seg, pos, end, c), old is not None)
+            live += REC_TABLE + len(k) + len(v)
+            pos = end
+        if old is not None:
+            sz = REC_TABLE + len(k) + (len(vals[old[1]]) if old[0] is None else old[2] - old[1])
+            live -= sz
+            dead += sz
+    store._live = live
+    store._dead = dead
+
+
+def rebuild_keydir(self: KVStore) -> KeyDir:
+    """Replay every frame of the open record files into a new in-memory key directory
+    and switch the store to it (after its key index failed a check).  Caller holds
+    the write lock.  O(records and bytes).
+
+    Raises:
+        CorruptionError: a record file is damaged.
+    """
+    kd = KeyDir()
+    acc: list[Any] = [0, 0, self._applied]
+    for seg in self._files:
+        buf = seg.buffer()
+        head = decode_segment_header(buf[:SEGMENT_HEADER_SIZE], seg.path)
+        if head is None:
+            raise CorruptionError("key/value file header is missing or zeroed", path=seg.path, offset=0)
+        res = scan_frames(buf, SEGMENT_HEADER_SIZE, head.crc, seg.end)
+        if res.end != seg.end:
+            raise CorruptionError("damaged frame in a key/value file", path=seg.path, offset=res.end)
+        for off, fh in res.frames:
+            replay(kd, acc, seg, buf, off, fh)
+    self._kd = kd
+    self._live, self._dead = acc[0], acc[1]
+    return kd
+
+
+def replay(kd: KeyDir, acc: list[Any], seg: SegmentFile, buf: Any, off: int, fh: FrameHeader) -> None:
+    if fh.kind != KIND_KV:
+        raise CorruptionError(f"frame of kind {fh.kind} in a key/value file", path=seg.path, offset=off)
+    body = decode_kv_body(buf, off + FRAME_HEADER_SIZE, off + fh.frame_len, fh.count, seg.path)
+    live, dead = acc[0], acc[1]
+    for k, vs, ve, vl, c in zip(body.keys, body.vstarts, body.vends, body.vlens, body.checks):
+        old = kd.get(k)
+        if vl == TOMBSTONE:
+            kd.delete(k, old is not None)
+            dead += REC_TABLE + len(k)
+        else:
+            kd.put(k, (seg, vs, ve, c), old is not None)
+            live += REC_TABLE + len(k) + vl
+        if old is not None:
+            sz = REC_TABLE + len(k) + old[2] - old[1]
+            live -= sz
+            dead += sz
+    acc[0], acc[1] = live, dead
+    if body.applied is not None:
+        acc[2] = body.applied
