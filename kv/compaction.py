@@ -139,15 +139,16 @@ def compact_store(store: KVStore) -> None:
     move_zeroing(store._pa, store._active, None, store._file_size)
     new = KeyDir(None, len(new_kd))
     new.over.update(new_kd)
-    store._kd = new  # readers switch here; old maps stay valid while referenced
+    new.retired = old_files
+    for old in kd.retired:
+        old.file.close()  # retired by the compaction before: no reader still looks there
+    store._kd = new  # readers switch here; old maps and files stay valid while referenced
     store._files = [seg]
     store._active = seg
     store._last_off = end_off
     move_zeroing(store._pa, None, seg, store._file_size)
     store._live = live
     store._dead = 0
-    for old in old_files:
-        old.file.close()  # keep old.map: a concurrent reader may still slice it
     try:
         for old in old_files:
             fs.unlink(old.path)

@@ -81,6 +81,9 @@ class Refusing:
     def items(self) -> NoReturn:
         raise self._exc
 
+    def value(self, key: bytes) -> NoReturn:
+        raise self._exc
+
     def __len__(self) -> int:
         return self._n
 
@@ -92,12 +95,15 @@ class KeyDir:
     call :meth:`get` concurrently (dict reads and the immutable table).
     """
 
-    __slots__ = ("over", "table", "n")
+    __slots__ = ("over", "table", "n", "retired")
 
     def __init__(self, table: KeyTable | None = None, n: int = 0) -> None:
         self.over: dict[bytes, Loc | None] = {}
         self.table = table
         self.n = n
+        # files a compaction replaced: readers of the previous directory may still
+        # pread them, so they are closed at the next compaction or at close
+        self.retired: list[SegmentFile] = []
 
     def get(self, key: bytes) -> Loc | None:
         """Where ``key``'s value is, or ``None``.  O(1): a dict lookup, then at most a table probe.
@@ -111,6 +117,29 @@ class KeyDir:
             return v  # type: ignore[no-any-return]
         t = self.table
         return None if t is None else t.lookup(key)
+
+    def value(self, key: bytes) -> bytes | None:
+        """The value of ``key`` or ``None``, its xxh3 verified (the body of :meth:`KVStore.get`).
+
+        Raises:
+            IndexDamaged: a block of the index failed its checksum (the store rebuilds).
+            CorruptionError: the stored value or key no longer matches its checksum.
+            TypeError: ``key`` is not bytes.
+        """
+        loc = self.over.get(key, _MISS)
+        if loc is _MISS:
+            t = self.table
+            v = None if t is None else t.value(key)
+            if v is None and type(key) is not bytes:
+                raise TypeError(f"key must be bytes, got {type(key).__name__}")
+            return v
+        if loc is None:
+            return None
+        seg, s, e, h = loc
+        v = seg.map[s:e]
+        if _xxh3(v) != h:
+            raise CorruptionError("key/value value checksum mismatch", path=seg.path, offset=s)
+        return v  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         return self.n
@@ -248,6 +277,7 @@ def _checkpoint(store: KVStore) -> None:
         log.warning("key index of %s unusable right after writing it (%s)", store._dir, got)
         return
     new = KeyDir(got, len(rows))
+    new.retired = kd.retired
     store._kd = new  # readers switch here
 
 
@@ -326,6 +356,8 @@ def rebuild_keydir(self: KVStore) -> KeyDir:
         CorruptionError: a record file is damaged.
     """
     kd = KeyDir()
+    if isinstance(self._kd, KeyDir):
+        kd.retired = self._kd.retired
     acc: list[Any] = [0, 0, self._applied]
     for seg in self._files:
         buf = seg.buffer()

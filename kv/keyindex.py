@@ -17,16 +17,18 @@ from __future__ import annotations
 import errno
 import logging
 import mmap
+import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import numpy as np
 import xxhash
 
 from segwal.errors import CorruptionError, SyncError
-from segwal.fs import FileSystem
+from segwal.fs import FileSystem, OsFile
 from segwal.types import LogId
 from segwal.wal.segment import SegmentFile
 
@@ -177,7 +179,7 @@ class KeyTable:
     ``ok``); every hit is verified against the key stored in the record file.
     """
 
-    __slots__ = ("path", "head", "mask", "phys", "q", "sums", "ok", "segs", "_buf", "_so")
+    __slots__ = ("path", "head", "mask", "phys", "q", "sums", "ok", "segs", "readers", "_buf", "_so")
 
     def __init__(self, path: str, head: IndexHeader, buf: Any, sums: bytes, segs: dict[int, SegmentFile]) -> None:
         self.path = path
@@ -190,6 +192,11 @@ class KeyTable:
         self.sums = memoryview(sums).cast("Q")
         self.ok = bytearray(_nblocks(head.phys))
         self.segs = segs
+        # seq -> pread(size, offset) of that record file (os.pread on the descriptor for a real file)
+        self.readers: dict[int, Callable[[int, int], bytes]] = {
+            seq: partial(os.pread, seg.file.fd) if type(seg.file) is OsFile else seg.file.pread
+            for seq, seg in segs.items()
+        }
 
     def _verify(self, b: int) -> None:
         s = b * BLOCK
@@ -233,6 +240,48 @@ class KeyTable:
                 if _xxh3(stored) != h:
                     raise CorruptionError("key/value record key does not match the key index", path=seg.path,
                                           offset=koff)
+            i += 1
+
+    def value(self, key: bytes) -> bytes | None:
+        """The value of ``key``, or ``None``: :meth:`lookup`, then one ``pread`` of the
+        record (key and value) instead of a slice of the file's map, so a random
+        read does not map 64 KiB of the file (the kernel's fault-around) into the
+        process.  The key and the value's xxh3 are checked.
+
+        Raises:
+            IndexDamaged: a probed block fails its checksum.
+            CorruptionError: the record is damaged (file, offset of the key or value).
+        """
+        h = _xxh3(key)
+        q = self.q
+        ok = self.ok
+        i = h & self.mask
+        while True:
+            if i >= self.phys:
+                raise IndexDamaged(self.path, self._so + i * SLOT)
+            if not ok[i >> 7]:
+                self._verify(i >> 7)
+            j = i << 2
+            w1 = q[j + 1]
+            if w1 == 0:
+                return None
+            if q[j] == h:
+                read = self.readers.get(w1 & 0xFFFFFFFF)
+                if read is None:
+                    raise IndexDamaged(self.path, self._so + i * SLOT)
+                koff = w1 >> 32
+                w2 = q[j + 2]
+                klen = w2 & 0xFFFFFFFF
+                rec = read(klen + (w2 >> 32), koff)
+                if klen == len(key) and rec.startswith(key):
+                    v = rec[klen:]
+                    if _xxh3(v) != q[j + 3]:
+                        raise CorruptionError("key/value value checksum mismatch",
+                                              path=self.segs[w1 & 0xFFFFFFFF].path, offset=koff + klen)
+                    return v
+                if _xxh3(rec[:klen]) != h:
+                    raise CorruptionError("key/value record key does not match the key index",
+                                          path=self.segs[w1 & 0xFFFFFFFF].path, offset=koff)
             i += 1
 
     def rows(self) -> Any:

@@ -33,7 +33,6 @@ from typing import Any
 import xxhash
 
 from segwal.errors import (
-    CorruptionError,
     EngineClosedError,
     EnginePoisonedError,
     OutOfSpaceError,
@@ -262,26 +261,19 @@ class KVStore:
     def get(self, key: bytes) -> bytes | None:
         """The value of ``key``, or ``None``.  The value's xxh3 is verified on every read.
 
-        Complexity: O(1) plus O(len(value)): a dict lookup, one slice of the
-        file's map, one xxh3.  Never blocks on the writer.
+        Complexity: O(1) plus O(len(value)): a dict lookup, then either a slice
+        of the file's map (a key changed since the key index was written) or a
+        probe of the mapped index and one ``pread`` of the record; one xxh3.
+        Never blocks on the writer (except to rebuild a damaged key index).
 
         Raises:
             CorruptionError: the stored value no longer matches its checksum.
             EngineClosedError: the store was closed.
         """
         try:
-            loc = self._kd.get(key)
+            return self._kd.value(key)
         except IndexDamaged as exc:
-            loc = self._index_damaged(exc).get(key)
-        if loc is None:
-            if type(key) is not bytes:
-                raise TypeError(f"key must be bytes, got {type(key).__name__}")
-            return None
-        seg, s, e, h = loc
-        v = seg.map[s:e]  # type: ignore[index]
-        if _xxh3(v) != h:
-            raise CorruptionError("key/value value checksum mismatch", path=seg.path, offset=s)
-        return v
+            return self._index_damaged(exc).value(key)
 
     def __len__(self) -> int:
         """Number of live keys.  O(1)."""
@@ -585,8 +577,9 @@ class KVStore:
                         log.warning("key/value clean end not recorded in the manifest (%s)", e)
             finally:
                 self._closed = True
+                retired = self._kd.retired if isinstance(self._kd, KeyDir) else []
                 self._kd = Refusing(EngineClosedError("key/value store is closed"), 0)
-                for f in self._files:
+                for f in self._files + retired:
                     f.file.close()
                 self._files = []
                 self._active = None

@@ -25,6 +25,11 @@ import random
 import sys
 
 from segwal.engine import Entry, HardState, LogId, VotedFor, WalEngine
+from segwal.kv import store as kvstore
+
+# The key index (kv-G.index) is checkpointed every few changes, so kills land in its writes too.
+kvstore.INDEX_EVERY = 3
+kvstore.INDEX_MIN_KEYS = 0
 
 SEGMENT_SIZE = 2048
 
