@@ -21,6 +21,7 @@ import numpy as np
 import xxhash
 
 from segwal.errors import CorruptionError
+from segwal.fs import OsFileSystem
 from segwal.kv.codec import REC_TABLE, TOMBSTONE, decode_kv_body
 from segwal.kv.keyindex import IndexDamaged, IndexHeader, KeyTable, build_table, index_name, load_index, write_index
 from segwal.wal.format import (
@@ -245,7 +246,14 @@ def open_table(store: KVStore, segs: dict[int, SegmentFile]) -> KeyTable | str:
             fh = None
         if fh is None or fh.header_crc != head.covered_crc or head.last_frame_off + fh.frame_len != head.covered_off:
             return "covered frame does not match the file"
-    return KeyTable(f"{store._dir}/{index_name(store._gen)}", head, buf, sums, dict(segs))
+    path = f"{store._dir}/{index_name(store._gen)}"
+    fio = None
+    if type(store._fs) is OsFileSystem:  # point reads by pread (see KeyTable); closed when the table is dropped
+        try:
+            fio = open(path, "rb", buffering=0)  # noqa: SIM115
+        except OSError as e:
+            return f"unreadable ({e})"
+    return KeyTable(path, head, buf, sums, dict(segs), fio)
 
 
 def _checkpoint(store: KVStore) -> None:

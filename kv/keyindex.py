@@ -53,6 +53,7 @@ SLOT: Final = 32  # bytes per slot: 4 u64 words
 BLOCK: Final = 4096  # bytes per verified block
 BLOCK_SLOTS: Final = BLOCK // SLOT
 MAX_LOAD: Final = 0.75
+_SLOT = struct.Struct("<4Q")
 _HEAD = struct.Struct("<4sHHQQQQQQQQIIQQQQ8xQ")  # 128 bytes
 assert _HEAD.size == 128
 _FLAG_APPLIED: Final = 1
@@ -177,11 +178,19 @@ class KeyTable:
     ``segs`` maps a file sequence to its open :class:`SegmentFile`.  Every slot
     read lies in a block verified against its checksum (once per block, flags in
     ``ok``); every hit is verified against the key stored in the record file.
+
+    Point reads use ``pread`` (of the index block or slots, then of the record)
+    when the files are real OS files: the kernel maps 64 KiB or more around each
+    page a read of a map faults in, so random reads through maps would make
+    resident memory grow with the keys read.  The map serves bulk reads
+    (:meth:`rows`) and file systems without descriptors (tests).
     """
 
-    __slots__ = ("path", "head", "mask", "phys", "q", "sums", "ok", "segs", "readers", "_buf", "_so")
+    __slots__ = ("path", "head", "mask", "phys", "q", "sums", "ok", "segs", "readers", "_buf", "_so", "_pread",
+                 "_fio")
 
-    def __init__(self, path: str, head: IndexHeader, buf: Any, sums: bytes, segs: dict[int, SegmentFile]) -> None:
+    def __init__(self, path: str, head: IndexHeader, buf: Any, sums: bytes, segs: dict[int, SegmentFile],
+                 fio: Any = None) -> None:
         self.path = path
         self.head = head
         self.mask = head.nslots - 1
@@ -192,17 +201,85 @@ class KeyTable:
         self.sums = memoryview(sums).cast("Q")
         self.ok = bytearray(_nblocks(head.phys))
         self.segs = segs
-        # seq -> pread(size, offset) of that record file (os.pread on the descriptor for a real file)
-        self.readers: dict[int, Callable[[int, int], bytes]] = {
-            seq: partial(os.pread, seg.file.fd) if type(seg.file) is OsFile else seg.file.pread
-            for seq, seg in segs.items()
-        }
+        self._fio = fio  # an open io.FileIO of the index (closed when the table is dropped), or None
+        self._pread: Callable[[int, int], bytes] | None = None if fio is None else partial(os.pread, fio.fileno())
+        # seq -> pread(size, offset) of that record file, for real OS files
+        self.readers: dict[int, Callable[[int, int], bytes]] | None = None
+        if fio is not None and all(type(seg.file) is OsFile for seg in segs.values()):
+            self.readers = {seq: partial(os.pread, seg.file.fd) for seq, seg in segs.items()}  # type: ignore[attr-defined]
 
     def _verify(self, b: int) -> None:
         s = b * BLOCK
         if _xxh3(self.q.cast("B")[s : s + BLOCK]) != self.sums[b]:
             raise IndexDamaged(self.path, self._so + s)
         self.ok[b] = 1
+
+    def _slots(self, i: int) -> tuple[bytes | memoryview, int]:
+        """Slots ``i`` up to ``end`` (a few, within one block) as raw bytes, and ``end``;
+        the block is verified first if it was not yet."""
+        if i >= self.phys:
+            raise IndexDamaged(self.path, self._so + i * SLOT)
+        b = i >> 7
+        pr = self._pread
+        if pr is None:
+            if not self.ok[b]:
+                self._verify(b)
+            end = min((b + 1) * BLOCK_SLOTS, i + 4)
+            return self.q.cast("B")[i * SLOT : end * SLOT], end
+        if self.ok[b]:
+            end = min((b + 1) * BLOCK_SLOTS, i + 4)
+            raw = pr((end - i) * SLOT, self._so + i * SLOT)
+        else:
+            blk = pr(BLOCK, self._so + b * BLOCK)
+            if _xxh3(blk) != self.sums[b]:
+                raise IndexDamaged(self.path, self._so + b * BLOCK)
+            self.ok[b] = 1
+            end = (b + 1) * BLOCK_SLOTS
+            raw = blk[(i - b * BLOCK_SLOTS) * SLOT :]
+        if len(raw) != (end - i) * SLOT:
+            raise IndexDamaged(self.path, self._so + i * SLOT)
+        return raw, end
+
+    def _find(self, key: bytes) -> tuple[SegmentFile, int, int, int, int, bytes | None] | None:
+        """The slot of ``key``: ``(file, key offset, klen, vlen, value xxh3, record or None)``
+        (the record, key then value, when it was read with ``pread``), or ``None``.
+
+        Raises:
+            IndexDamaged: a probed block fails its checksum.
+            CorruptionError: a record's key does not hash to its slot's hash.
+        """
+        h = _xxh3(key)
+        i = h & self.mask
+        unpack = _SLOT.unpack_from
+        readers = self.readers
+        while True:
+            raw, end = self._slots(i)
+            for off in range(0, len(raw), SLOT):
+                h0, w1, w2, chk = unpack(raw, off)
+                if w1 == 0:
+                    return None
+                if h0 != h:
+                    continue
+                seq = w1 & 0xFFFFFFFF
+                seg = self.segs.get(seq)
+                if seg is None:
+                    raise IndexDamaged(self.path, self._so + (i + off // SLOT) * SLOT)
+                koff = w1 >> 32
+                klen = w2 & 0xFFFFFFFF
+                vlen = w2 >> 32
+                if readers is not None:
+                    rec: bytes | None = readers[seq](klen + vlen, koff)
+                    stored = rec[:klen]  # type: ignore[index]
+                else:
+                    rec = None
+                    m: Any = seg.map
+                    stored = (m if m is not None else seg.buffer())[koff : koff + klen]
+                if stored == key:
+                    return seg, koff, klen, vlen, chk, rec
+                if _xxh3(stored) != h:
+                    raise CorruptionError("key/value record key does not match the key index", path=seg.path,
+                                          offset=koff)
+            i = end
 
     def lookup(self, key: bytes) -> tuple[SegmentFile, int, int, int] | None:
         """Where ``key``'s value lies, or ``None``.  O(1) expected: one or two slots,
@@ -213,76 +290,39 @@ class KeyTable:
             CorruptionError: the record a slot points at holds a key that no longer
                 hashes to the slot's hash (damage in the record file).
         """
-        h = _xxh3(key)
-        q = self.q
-        ok = self.ok
-        i = h & self.mask
-        while True:
-            if i >= self.phys:
-                raise IndexDamaged(self.path, self._so + i * SLOT)
-            if not ok[i >> 7]:
-                self._verify(i >> 7)
-            j = i << 2
-            w1 = q[j + 1]
-            if w1 == 0:
-                return None
-            if q[j] == h:
-                seg = self.segs.get(w1 & 0xFFFFFFFF)
-                if seg is None:
-                    raise IndexDamaged(self.path, self._so + i * SLOT)
-                koff = w1 >> 32
-                w2 = q[j + 2]
-                ke = koff + (w2 & 0xFFFFFFFF)
-                m = seg.map
-                stored = m[koff:ke] if m is not None else seg.buffer()[koff:ke]
-                if stored == key:
-                    return (seg, ke, ke + (w2 >> 32), q[j + 3])
-                if _xxh3(stored) != h:
-                    raise CorruptionError("key/value record key does not match the key index", path=seg.path,
-                                          offset=koff)
-            i += 1
+        f = self._find(key)
+        if f is None:
+            return None
+        seg, koff, klen, vlen, chk, _rec = f
+        return (seg, koff + klen, koff + klen + vlen, chk)
 
     def value(self, key: bytes) -> bytes | None:
-        """The value of ``key``, or ``None``: :meth:`lookup`, then one ``pread`` of the
-        record (key and value) instead of a slice of the file's map, so a random
-        read does not map 64 KiB of the file (the kernel's fault-around) into the
-        process.  The key and the value's xxh3 are checked.
+        """The value of ``key``, or ``None``, its xxh3 checked (one probe, one record read).
 
         Raises:
             IndexDamaged: a probed block fails its checksum.
             CorruptionError: the record is damaged (file, offset of the key or value).
         """
-        h = _xxh3(key)
-        q = self.q
-        ok = self.ok
-        i = h & self.mask
-        while True:
-            if i >= self.phys:
-                raise IndexDamaged(self.path, self._so + i * SLOT)
-            if not ok[i >> 7]:
-                self._verify(i >> 7)
-            j = i << 2
-            w1 = q[j + 1]
-            if w1 == 0:
-                return None
-            if q[j] == h:
-                read = self.readers.get(w1 & 0xFFFFFFFF)
-                if read is None:
-                    raise IndexDamaged(self.path, self._so + i * SLOT)
-                koff = w1 >> 32
-                w2 = q[j + 2]
-                klen = w2 & 0xFFFFFFFF
-                rec = read(klen + (w2 >> 32), koff)
-                if klen == len(key) and rec.startswith(key):
-                    v = rec[klen:]
-                    if _xxh3(v) != q[j + 3]:
-                        raise CorruptionError("key/value value checksum mismatch",
-                                              path=self.segs[w1 & 0xFFFFFFFF].path, offset=koff + klen)
-                    return v
-                if _xxh3(rec[:klen]) != h:
-                    raise CorruptionError("key/value record key does not match the key index",
-                                          path=self.segs[w1 & 0xFFFFFFFF].path, offset=koff)
-            i += 1
+        f = self._find(key)
+        if f is None:
+            return None
+        seg, koff, klen, vlen, chk, rec = f
+        if rec is not None:
+            v = rec[klen:]
+        else:
+            m: Any = seg.map
+            v = (m if m is not None else seg.buffer())[koff + klen : koff + klen + vlen]
+        if _xxh3(v) != chk:
+            raise CorruptionError("key/value value checksum mismatch", path=seg.path, offset=koff + klen)
+        return v
+
+    def _drop(self) -> None:
+        """Drop the map's pages from the process after a bulk read (they stay in the page cache)."""
+        if isinstance(self._buf, mmap.mmap):
+            try:
+                self._buf.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):
+                pass
 
     def rows(self) -> Any:
         """Every occupied slot as an ``(n, 4)`` uint64 array, each block verified.  O(table bytes).
@@ -294,7 +334,9 @@ class KeyTable:
             if not self.ok[b]:
                 self._verify(b)
         a = np.frombuffer(self.q.cast("B"), dtype="<u8").reshape(-1, 4)
-        return a[a[:, 1] != 0].copy()
+        out = a[a[:, 1] != 0].copy()
+        self._drop()
+        return out
 
     def key_at(self, row: Any) -> bytes:
         """The key stored in the record file for table row ``row``."""
@@ -361,5 +403,3 @@ def sync_error(e: OSError, path: str) -> SyncError:
     """An :class:`SyncError` for a failed index write (never raised to a writer: logged)."""
     return SyncError(e.errno or errno.EIO, f"key index write failed: {e.strerror or e}", path)
 
-
-_ = mmap  # the buffer is an mmap.mmap on a real file system
