@@ -27,10 +27,6 @@ import sys
 from segwal.engine import Entry, HardState, LogId, VotedFor, WalEngine
 from segwal.kv import store as kvstore
 
-# The key index (kv-G.index) is checkpointed every few changes, so kills land in its writes too.
-kvstore.INDEX_EVERY = 3
-kvstore.INDEX_MIN_KEYS = 0
-
 SEGMENT_SIZE = 2048
 
 
@@ -102,4 +98,8 @@ def main(path: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
+    # The key index (kv-G.index) is checkpointed every few changes, so kills land in its writes too.
+    # (Here, not at import: tests/test_kill9.py imports this module for its helpers.)
+    kvstore.INDEX_EVERY = 3
+    kvstore.INDEX_MIN_KEYS = 0
     main(sys.argv[1], int(sys.argv[2]))
