@@ -189,7 +189,7 @@ class KeyTable:
     __slots__ = ("path", "head", "mask", "phys", "q", "sums", "ok", "segs", "readers", "_buf", "_so", "_pread",
                  "_fio")
 
-    def __init__(self, path: str, head: IndexHeader, buf: Any, sums: bytes, segs: dict[int, SegmentFile],
+    def __init__(self, path: str, head: IndexHeader, buf: Any, sums: Any, segs: dict[int, SegmentFile],
                  fio: Any = None) -> None:
         self.path = path
         self.head = head
@@ -353,7 +353,7 @@ class KeyTable:
             yield bytes(seg.buffer()[koff:ke]), (seg, ke, ke + (row[2] >> 32), row[3])
 
 
-def load_index(fs: FileSystem, directory: str, *, engine_id: int, generation: int) -> tuple[IndexHeader, Any, bytes] | str:
+def load_index(fs: FileSystem, directory: str, *, engine_id: int, generation: int) -> tuple[IndexHeader, Any, Any] | str:
     """Open ``kv-G.index``: ``(header, buffer, block sums)``, or why it cannot be used.
 
     Checks the magic, version, identity, the checksum over the header, file list
@@ -381,18 +381,24 @@ def load_index(fs: FileSystem, directory: str, *, engine_id: int, generation: in
             return "foreign or stale"
         if nslots < 1 or nslots & (nslots - 1) or phys < nslots or phys % BLOCK_SLOTS or nfiles > 1 << 20:
             return "bad geometry"
-        rest = f.pread(16 * nfiles + 8 * _nblocks(phys), _HEAD.size)
-        if _xxh3(raw[:120] + rest) != crc:
+        size = f.size()
+        nrest = 16 * nfiles + 8 * _nblocks(phys)
+        if size < _HEAD.size + nrest:
+            return "wrong size"
+        buf: Any = f.map()
+        if buf is None:
+            buf = f.pread(size, 0)
+        rest = memoryview(buf)[_HEAD.size : _HEAD.size + nrest]  # no copy: ~8 bytes per 4 KiB of table
+        hasher = xxhash.xxh3_64(raw[:120])
+        hasher.update(rest)
+        if hasher.intdigest() != crc:
             return "header checksum mismatch"
         files = tuple(struct.iter_unpack("<QQ", rest[: 16 * nfiles]))
         head = IndexHeader(eid, gen, nslots, phys, nkeys, cseq, coff, lfo, ccrc, files, live, dead,
                            LogId(at, ai) if flags & _FLAG_APPLIED else None)
-        if f.size() != head.slots_offset() + phys * SLOT:
+        if size != head.slots_offset() + phys * SLOT:
             return "wrong size"
-        buf: Any = f.map()
-        if buf is None:
-            buf = f.pread(f.size(), 0)
-        return head, buf, bytes(rest[16 * nfiles :])
+        return head, buf, rest[16 * nfiles :]
     except OSError as e:
         return f"unreadable ({e})"
     finally:
