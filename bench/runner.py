@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark segwal against the raw disk limit and the stores a Python Raft user would pick.",
     )
     ap.add_argument("--quick", action="store_true", help="reduced sizes, well under a minute (CI smoke test)")
+    ap.add_argument("--cloud", action="store_true", help="the object-store benchmark instead (`segwal bench --cloud -h`)")
+    ap.add_argument(
+        "--cluster", action="store_true", help="the 3-node PySyncObj cluster benchmark instead (see bench/cluster.py)"
+    )
     ap.add_argument(
         "--workloads",
         default="all",
@@ -93,10 +97,19 @@ def _segwal_location() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if "--kv-scale" in (sys.argv[1:] if argv is None else argv):  # its own section and options
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--kv-scale" in argv:  # the key/value scale section: its own options
         from .kv_scale import main as kv_scale_main
 
         return kv_scale_main(argv)
+    if "--cloud" in argv:  # the object-store benchmark: its own options
+        from .cloud import main as cloud_main
+
+        return cloud_main(argv)
+    if "--cluster" in argv:  # the 3-node PySyncObj cluster benchmark has its own options
+        from .cluster import main as cluster_main
+
+        return cluster_main(argv)
     args = build_parser().parse_args(argv)
     if args.repeat < 1:
         print("--repeat must be >= 1", file=sys.stderr)

@@ -12,6 +12,7 @@ from segwal.errors import (
     LockedError,
     OutOfSpaceError,
     SegwalError,
+    StaleViewError,
     StorageIOError,
     SyncError,
 )
@@ -33,4 +34,5 @@ __all__ = [
     "EnginePoisonedError",
     "EngineClosedError",
     "LockedError",
+    "StaleViewError",
 ]

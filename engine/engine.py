@@ -5,7 +5,7 @@ It validates every argument before touching anything (a bad call raises and
 changes nothing), serialises writers with one lock, and leaves crash safety to
 the layers below (see :mod:`segwal.engine.log`).  Directory layout::
 
-    <path>/LOCK            flock'ed while open
+    <path>/LOCK            flock'ed while a writer has it open (read-only views: no lock)
     <path>/MANIFEST        segments, purge boundary, KV generation (atomic replace)
     <path>/HARDSTATE       term, vote, commit index (atomic replace)
     <path>/<seq>.wal       log segments;  <path>/<seq>.idx  their offset indexes
@@ -23,12 +23,14 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Final, Literal, NoReturn
+from typing import Final, Literal
 
 import numpy as np
 
 from segwal.engine import hardstate as _hs
+from segwal.engine.checks import MAX_PAYLOAD, reject_batch
 from segwal.engine.keyvalue import KV_DIR, KeyValueOps
+from segwal.engine.live import LiveViewOps
 from segwal.engine.log import SegmentedLog
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest, encode_manifest
 from segwal.engine.segments import SegmentInfo
@@ -64,7 +66,8 @@ log = logging.getLogger("segwal")
 
 DEFAULT_SEGMENT_SIZE: Final = 64 << 20
 MIN_SEGMENT_SIZE: Final = 256
-_MAX_PAYLOAD: Final = (1 << 32) - 1 - 4096
+_MAX_PAYLOAD: Final = MAX_PAYLOAD
+_U64: Final = 1 << 64
 _LOCK_NAME: Final = "LOCK"
 _ENTRY_ONLY: Final = {Entry}
 _INT_ONLY: Final = frozenset((int,))
@@ -72,7 +75,7 @@ _BYTES_ONLY: Final = frozenset((bytes,))
 _le = operator.le
 
 
-class WalEngine(KeyValueOps):
+class WalEngine(KeyValueOps, LiveViewOps):
     """A durable Raft log, hard state and key/value store in one directory.
 
     Args:
@@ -86,8 +89,10 @@ class WalEngine(KeyValueOps):
             durable.  ``save_hard_state`` is durable on return in both modes.
         fs: the file system to use (default: the real one); ``segwal.testing``
             passes recording or fault-injecting ones.
-        readonly: open without writing anything (no repair, no lock upgrade);
-            mutating calls raise.
+        readonly: a view that takes no lock, opens nothing for writing and changes
+            no file (beside a live writer in any process, or on a read-only mount),
+            as of one manifest generation; :meth:`refresh` moves it forward.
+            Mutating calls raise.  See ``segwal.engine.live``.
         preallocate: keep the tail segment written with zeros and synced a few
             MiB ahead of the writer, from a background thread, so appends do not
             pay for block allocation in their fdatasync.  Default: on for the
@@ -104,7 +109,7 @@ class WalEngine(KeyValueOps):
             with the default ``fs`` (a custom file system decides for itself).
 
     Raises:
-        LockedError: another open engine (this or another process) holds the directory.
+        LockedError: another writer (this or another process) holds the directory.
         CorruptionError: the directory holds damaged or inconsistent data.
         StorageIOError: an I/O error while opening.
 
@@ -149,16 +154,17 @@ class WalEngine(KeyValueOps):
         self._kv: KVStore | None = None
         fsys = self._fs
         try:
-            if not readonly:
+            if readonly:  # no lock: a read-only view never keeps a writer out (engine/live.py)
+                if not fsys.isdir(self._path):
+                    raise FileNotFoundError(errno.ENOENT, "engine directory does not exist", self._path)
+            else:
                 make_dirs(fsys, self._path)
-            elif not fsys.isdir(self._path):
-                raise FileNotFoundError(errno.ENOENT, "engine directory does not exist", self._path)
-            try:
-                self._lock = fsys.lock(os.path.join(self._path, _LOCK_NAME))
-            except BlockingIOError:
-                raise LockedError(
-                    errno.EWOULDBLOCK, "engine directory is already open (locked by another engine)", self._path
-                ) from None
+                try:
+                    self._lock = fsys.lock(os.path.join(self._path, _LOCK_NAME))
+                except BlockingIOError:
+                    raise LockedError(
+                        errno.EWOULDBLOCK, "engine directory is already open (locked by another engine)", self._path
+                    ) from None
         except SegwalError:
             raise
         except OSError as e:
@@ -184,6 +190,8 @@ class WalEngine(KeyValueOps):
         self._closed = False
 
     def _open(self) -> None:
+        if self._readonly:
+            return self._open_view()
         fsys = self._fs
         mpath = os.path.join(self._path, MANIFEST_NAME)
         data = read_file(fsys, mpath)
@@ -207,7 +215,6 @@ class WalEngine(KeyValueOps):
             prealloc=min(1 << 20, self._segment_size),
             preallocator=self._prealloc,
         )
-        self._log.write_lock = self._wlock  # a failed read waits out a writer at work, then reads again
         self.notes = self._log.recover()
         self._hard = _hs.load_hard_state(fsys, self._path)
         if self._hard is None and manifest.hard_state_saved:
@@ -335,6 +342,16 @@ class WalEngine(KeyValueOps):
             ValueError: a contract violation, naming the offending index; nothing changed.
             TypeError: an element is not an ``Entry`` or a payload not ``bytes``.
         """
+        if type(entries) is list and len(entries) == 1:
+            # One entry extending the log: checked here, appended without the batch machinery.
+            e = entries[0]
+            if type(e) is Entry:
+                i1, t1, p1 = e
+                if (type(i1) is int and type(t1) is int and type(p1) is bytes and 0 < i1 < _U64 - 1
+                        and 0 <= t1 < _U64 and len(p1) <= _MAX_PAYLOAD):
+                    with self._wlock:
+                        if self._writable().append_one(i1, t1, p1):
+                            return
         batch = entries if type(entries) is list else list(entries)
         n = len(batch)
         if n == 0:
@@ -354,18 +371,18 @@ class WalEngine(KeyValueOps):
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            self._reject(batch)
+            reject_batch(batch)
         if n > SMALL_BATCH:
             t = np.array(terms)
             # non-decreasing and the first >= 0 means all >= 0
             if t.dtype.kind not in "iu" or terms[0] < 0 or bool((t[1:] < t[:-1]).any()):
-                self._reject(batch)
+                reject_batch(batch)
             if not _BYTES_ONLY.issuperset(map(type, payloads)):
-                self._reject(batch)
+                reject_batch(batch)
             sizes = np.fromiter(map(len, payloads), dtype=np.uint64, count=n)
             total = int(sizes.sum())  # bounds every payload too
             if total > _MAX_PAYLOAD:
-                self._reject(batch)
+                reject_batch(batch)
             column: Sequence[int] | np.ndarray = t  # the encoder reuses the validated array
         else:
             if not (
@@ -375,12 +392,12 @@ class WalEngine(KeyValueOps):
                 and terms[0] >= 0
                 and terms[-1] < 1 << 64
             ):
-                self._reject(batch)
+                reject_batch(batch)
             sizes = None
             column = terms
             total = sum(map(len, payloads))
             if total > _MAX_PAYLOAD:
-                self._reject(batch)
+                reject_batch(batch)
         with self._wlock:
             lg = self._writable()
             lo, last = lg.first_index(), lg.last_index()
@@ -393,38 +410,6 @@ class WalEngine(KeyValueOps):
             if prev is not None and terms[0] < prev:
                 raise ValueError(f"entry {first}: term {terms[0]} is lower than the term {prev} of entry {first - 1}")
             lg.append(first, column, payloads, total, sizes)
-
-    @staticmethod
-    def _reject(batch: list[Entry]) -> NoReturn:
-        """Find the first contract violation in ``batch`` and raise it (slow path)."""
-        first = None
-        prev_term = None
-        for pos, e in enumerate(batch):
-            if type(e) is not Entry:
-                raise TypeError(f"entries[{pos}] is {type(e).__name__}, expected segwal Entry")
-            i, t, p = e
-            if type(i) is not int:
-                raise TypeError(f"entries[{pos}].index must be an int, got {i!r}")
-            if not 1 <= i < 1 << 64:
-                raise ValueError(f"entry {i}: log indexes run from 1 to 2**64-1")
-            if first is None:
-                first = i
-            elif i != first + pos:
-                raise ValueError(
-                    f"entry {i}: indexes must be contiguous and ascending (expected {first + pos} at position {pos})"
-                )
-            if type(t) is not int:
-                raise TypeError(f"entry {i}: term must be an int, got {t!r}")
-            if not 0 <= t < 1 << 64:
-                raise ValueError(f"entry {i}: term {t} is not in 0..2**64-1")
-            if prev_term is not None and t < prev_term:
-                raise ValueError(f"entry {i}: term {t} is lower than the term {prev_term} before it")
-            prev_term = t
-            if type(p) is not bytes:
-                raise TypeError(f"entry {i}: payload must be bytes, got {type(p).__name__}")
-            if len(p) > _MAX_PAYLOAD:
-                raise ValueError(f"entry {i}: payload of {len(p)} bytes is too large")
-        raise ValueError("the batch's payloads together are too large for one segment")
 
     def entry(self, index: int) -> Entry | None:
         """The entry at ``index``, or ``None`` when it is not in the log (0, purged,

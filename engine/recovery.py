@@ -96,6 +96,10 @@ class LogRecovery(LogReader):
                 head = f.pread(SEGMENT_HEADER_SIZE, 0)
             finally:
                 f.close()
+        except FileNotFoundError:
+            if self.readonly:
+                return  # a live writer removed it meanwhile
+            raise StorageIOError(2, "segment file vanished while being checked", path) from None
         except OSError as e:
             raise StorageIOError(e.errno or 5, f"reading segment header failed: {e.strerror or e}", path) from e
         try:
@@ -138,18 +142,22 @@ class LogRecovery(LogReader):
                 idxf.close()
             if loaded is None:
                 msg = f"index {seg.idx_path} is damaged or stale; rebuilding it from its segment"
-                log.warning(msg)
+                (log.info if self.readonly else log.warning)(msg)  # read-only: maybe a checkpoint in progress
                 notes.append(msg)
             else:
                 index, h = loaded
-                if h.covered_end > f.capacity:
-                    raise CorruptionError(
-                        f"index covers {h.covered_end} bytes but the segment has only {f.capacity}",
-                        path=seg.idx_path,
-                        offset=48,
-                        index=seg.base + h.count,
-                    )
                 start, chain = h.covered_end, h.chain_crc
+        if self.readonly:
+            # A writer elsewhere may be appending, or cut this file: read a copy,
+            # taken after the index checkpoint (which it can only extend).
+            f.snapshot()
+        if start > f.capacity:
+            raise CorruptionError(
+                f"index covers {start} bytes but the segment has only {f.capacity}",
+                path=seg.idx_path,
+                offset=48,
+                index=None if index is None else seg.base + index.count,
+            )
         if index is None:
             index = TailIndex(seg.base)
         buf = f.buffer()
@@ -172,12 +180,17 @@ class LogRecovery(LogReader):
                 offset=rec.end,
                 index=last + 1,
             )
-        if rec.torn:
+        if rec.torn and self.readonly:
+            # A frame being written by a live writer, or a torn tail a writer will cut:
+            # the view ends before it either way, and nothing is changed.
+            msg = f"tail {seg.path} read up to offset {rec.end} (last index {last}); what follows is being written or torn"
+            log.info(msg)
+            notes.append(msg)
+        elif rec.torn:
             msg = f"torn tail in {seg.path} at offset {rec.end}: cut what follows (last index kept {last})"
             log.warning(msg)
             notes.append(msg)
-            if not self.readonly:
-                f.cut_torn_tail()
+            f.cut_torn_tail()
         elif not self.readonly and rec.frames:
             # Frames found intact may have been only in the page cache (a killed
             # process, not a power loss): make them durable before any later frame

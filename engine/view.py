@@ -14,6 +14,7 @@ import struct
 import threading
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -122,8 +123,14 @@ class LogReader:
         self.poisoned: SegwalError | None = None
         self.reads_poisoned = False
         self._load_lock = threading.Lock()
-        #: the lock the engine's writers hold while they change the log (set by the engine)
-        self.write_lock: threading.Lock | None = None
+        #: odd while the writer changes what an older view covers; moved twice per change
+        self._rewrites = 0
+        #: the thread making the current change (a read it makes itself is not waited for)
+        self._rewriter = 0
+        #: called with a read's error once it is known not to be this process's writer at
+        #: work; a read-only view of a live directory raises StaleViewError there when the
+        #: other process's writer removed what the read needed (``segwal.engine.live``)
+        self.on_failed_read: Callable[[BaseException], None] | None = None
         self._segs: list[LiveSegment] = [LiveSegment(directory, r) for r in manifest.segments]
         self._tail_term = 0
         self._ckpt_end = 0
@@ -216,14 +223,16 @@ class LogReader:
                     )
                 raise CorruptionError("entry checksum mismatch", path=seg.path, offset=off, index=index)
             return _new(Entry, (index, term, payload))
-        except (SegwalError, OSError, TypeError, IndexError):
+        except (SegwalError, OSError, TypeError, IndexError) as e:
             if self._settled(v):
+                self._failed(e)
                 raise
             return self.entry(index)  # the writer changed the log under this read: read again
 
     def entries(self, start: int, end: int) -> list[Entry]:
         """Entries ``start..end`` that exist, ascending, verified.  O(total bytes)."""
         v = self._view
+        c0 = self._rewrites
         first, last = start, end
         try:
             start = max(start, v.lo)
@@ -241,25 +250,38 @@ class LogReader:
                     out.extend(_read_range(m if m is not None else b"", idx.array(), seg.base, start, stop, seg.path))
                     start = stop + 1
                 k += 1
-        except (SegwalError, OSError, TypeError, IndexError):
+        except (SegwalError, OSError, TypeError, IndexError) as e:
             if self._settled(v):
+                self._failed(e)
                 raise
             return self.entries(first, last)  # the writer changed the log under this read: read again
+        if (c0 != self._rewrites or c0 & 1) and self._rewriter != threading.get_ident():
+            # An overwrite, truncation, rotation or purge ran during this read: the
+            # entries may mix two histories.  Read again once it is published.
+            self._settled(v)
+            return self.entries(first, last)
         return out
 
     def _settled(self, v: _View) -> bool:
         """After a failed read on view ``v``: whether the failure is the log's own
-        (no writer changed anything since, so it is reported) rather than the
-        writer's work in progress (the read is then made again).  Waits up to
-        about 50 ms for a writer at work to finish.  Never on the hot path."""
-        lock = self.write_lock
-        for _ in range(250):
-            if self._view is not v:
-                return False
-            if lock is None or not lock.locked():
-                return self._view is v
+        (reported) rather than the writer's change in progress (the read is then
+        made again).  Waits for a change in progress to be published.  Never on
+        the hot path."""
+        me = threading.get_ident()
+        deadline = time.monotonic() + 10.0
+        while self._view is v and self._rewrites & 1 and self._rewriter != me:
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.0002)
         return self._view is v
+
+    def _failed(self, exc: BaseException) -> None:
+        """A read failed for good on this log's view: let :attr:`on_failed_read`
+        (a read-only view's check against the writer's newer manifest) turn it
+        into :class:`~segwal.errors.StaleViewError` when the writer explains it."""
+        check = self.on_failed_read
+        if check is not None:
+            check(exc)
 
     def term_of(self, index: int) -> int | None:
         """Term of the entry at ``index``, of the purge boundary, or None."""

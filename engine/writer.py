@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -30,6 +31,7 @@ from segwal.wal.format import (
     align8,
     encode_entries_frame,
     encode_frame,
+    encode_single_entry_frame,
 )
 from segwal.wal.segment import SegmentFile, io_error
 
@@ -65,36 +67,88 @@ class LogWriter(LogReader):
         n = len(payloads)
         frame_len = FRAME_HEADER_SIZE + align8(SLOT_SIZE * n + payload_bytes)
         tail = self._segs[-1] if self._segs else None
-        if (
+        rotate = (
             tail is None
             or not tail.base <= first <= tail.last + 1
             or (tail.file.end > SEGMENT_HEADER_SIZE and tail.file.end + frame_len > self.segment_size)  # type: ignore[union-attr]
-        ):
-            self._rotate(first, terms, payloads)
-        else:
-            f = tail.file
-            assert f is not None and isinstance(tail.index, TailIndex)
-            fr = encode_entries_frame(
-                first, terms, payloads, offset=f.end, durable=f.durable, prev_crc=f.last_crc, sizes=sizes
-            )
-            self._write_frame(f, fr)
-            pa = self.preallocator
-            if pa is not None and f.zeroed - f.end < pa.ahead // 2:
-                # Preallocation starts with the first write: an engine only read
-                # never changes its files.  (Registering again is a cheap no-op.)
-                pa.register(f, self.segment_size)
-            assert fr.slot_offsets is not None
-            tail.index.set_from(first - tail.base, fr.slot_offsets)
-            tail.last = first + n - 1
-            self._after_write(fr.frame_len)
+        )
+        # An overwrite rewrites offsets that older views still cover, a rotation
+        # changes segments in place: range readers see _rewrites move and read again.
+        # A pure append only adds past every view, so it does not count.
+        rewrite = rotate or first <= tail.last  # type: ignore[union-attr]
+        if rewrite:
+            self._begin_rewrite()
+        try:
+            if rotate:
+                self._rotate(first, terms, payloads)
+            else:
+                assert tail is not None
+                f = tail.file
+                assert f is not None and isinstance(tail.index, TailIndex)
+                fr = encode_entries_frame(
+                    first, terms, payloads, offset=f.end, durable=f.durable, prev_crc=f.last_crc, sizes=sizes
+                )
+                self._write_frame(f, fr)
+                pa = self.preallocator
+                if pa is not None and f.zeroed - f.end < pa.ahead // 2:
+                    # Preallocation starts with the first write: an engine only read
+                    # never changes its files.  (Registering again is a cheap no-op.)
+                    pa.register(f, self.segment_size)
+                assert fr.slot_offsets is not None
+                tail.index.set_from(first - tail.base, fr.slot_offsets)
+                tail.last = first + n - 1
+                self._after_write(fr.frame_len)
+                self._tail_term = int(terms[-1])
+                v = self._view
+                if v.segs and v.segs[-1] is tail:
+                    # Only the end moved: reuse the segment tuple and bases.
+                    self._view = _View(v.lo, tail.last, v.segs, v.bases)
+                    return
             self._tail_term = int(terms[-1])
-            v = self._view
-            if v.segs and v.segs[-1] is tail:
-                # Only the end moved: reuse the segment tuple and bases.
-                self._view = _View(v.lo, tail.last, v.segs, v.bases)
-                return
-        self._tail_term = int(terms[-1])
-        self._publish()
+            self._publish()
+        finally:
+            if rewrite:
+                self._rewrites += 1
+
+    def append_one(self, index: int, term: int, payload: bytes) -> bool:
+        """Append one validated entry when it simply extends the tail segment
+        (``index`` is the next index, ``term`` not below the last, no rotation):
+        the hot path of libraries that append one entry at a time.  Returns
+        ``False``, having done nothing, in every other case (the caller then takes
+        :meth:`append` with its full checks).  Durable on return in ``always`` mode.
+        O(len(payload)): one frame written with one ``pwritev``.
+        """
+        segs = self._segs
+        if not segs or self.poisoned is not None:
+            return False
+        tail = segs[-1]
+        v = self._view
+        f = tail.file
+        if index != tail.last + 1 or v.hi != tail.last or v.hi < v.lo or term < self._tail_term or f is None:
+            return False
+        off = f.end
+        if off > SEGMENT_HEADER_SIZE and off + FRAME_HEADER_SIZE + SLOT_SIZE + len(payload) + 7 > self.segment_size:
+            return False  # a rotation: the general path
+        fr = encode_single_entry_frame(index, term, payload, offset=off, durable=f.durable, prev_crc=f.last_crc)
+        self._write_frame(f, fr)
+        pa = self.preallocator
+        if pa is not None and f.zeroed - f.end < pa.ahead // 2:
+            pa.register(f, self.segment_size)
+        tail.index.set_one(index - tail.base, off + FRAME_HEADER_SIZE)  # type: ignore[union-attr]
+        tail.last = index
+        self._after_write(fr.frame_len)
+        self._tail_term = term
+        if v.segs and v.segs[-1] is tail:
+            self._view = _View(v.lo, index, v.segs, v.bases)
+        else:
+            self._publish()
+        return True
+
+    def _begin_rewrite(self) -> None:
+        """Mark a change to what older views cover as in progress (``_rewrites`` odd);
+        the caller adds one more once the new view is published."""
+        self._rewriter = threading.get_ident()
+        self._rewrites += 1
 
     def _write_frame(self, f: SegmentFile, fr: object) -> None:
         start, crc = f.end, f.last_crc
@@ -145,22 +199,27 @@ class LogWriter(LogReader):
     def truncate(self, k: int) -> None:
         """Remove entries ``>= k`` (``k`` validated: boundary < k <= last entry)."""
         self._check_writable()
-        tail = self._segs[-1]
-        if k >= tail.base:
-            f = tail.file
-            assert f is not None and isinstance(tail.index, TailIndex)
-            fr = encode_frame(KIND_TRUNCATE, k, b"", offset=f.end, durable=f.durable, prev_crc=f.last_crc)
-            if f.end > SEGMENT_HEADER_SIZE and f.end + fr.frame_len > self.segment_size:
-                self._rotate(k, None, None)
+        self._begin_rewrite()  # later appends reuse positions older views cover (see append)
+        try:
+            tail = self._segs[-1]
+            if k >= tail.base:
+                f = tail.file
+                assert f is not None and isinstance(tail.index, TailIndex)
+                fr = encode_frame(KIND_TRUNCATE, k, b"", offset=f.end, durable=f.durable, prev_crc=f.last_crc)
+                if f.end > SEGMENT_HEADER_SIZE and f.end + fr.frame_len > self.segment_size:
+                    self._rotate(k, None, None)
+                else:
+                    self._write_frame(f, fr)
+                    tail.index.truncate(k - tail.base)
+                    tail.last = k - 1
+                    self._after_write(fr.frame_len)
             else:
-                self._write_frame(f, fr)
-                tail.index.truncate(k - tail.base)
-                tail.last = k - 1
-                self._after_write(fr.frame_len)
-        else:
-            self._rotate(k, None, None)
-        self._publish()
-        self._tail_term = self._term_at(k - 1) if k - 1 >= self._view.lo else 0
+                self._rotate(k, None, None)
+            self._publish()
+            self._tail_term = self._term_at(k - 1) if k - 1 >= self._view.lo else 0
+        finally:
+            self._rewrites += 1
+
 
     def _rotate(
         self, base: int, terms: Sequence[int] | np.ndarray | None, payloads: Sequence[bytes] | None
@@ -305,12 +364,16 @@ class LogWriter(LogReader):
             tail_durable=m.tail_durable if keep else 0,
             segments=tuple(s.record() for s in keep),
         )
-        self._write_manifest(nm)
-        self._segs = keep
-        self._delete_files(gone)
-        if not keep:
-            self._tail_term = cutoff.term
-        self._publish()
+        self._begin_rewrite()  # segments of older views go
+        try:
+            self._write_manifest(nm)
+            self._segs = keep
+            self._delete_files(gone)
+            if not keep:
+                self._tail_term = cutoff.term
+            self._publish()
+        finally:
+            self._rewrites += 1
 
     def reset(self) -> None:
         """Drop every segment and the purge boundary; bump the KV generation.
@@ -354,12 +417,16 @@ class LogWriter(LogReader):
             reset_pending=boundary is None,
             kv_files=kv_files,
         )
-        self._write_manifest(nm)
-        gone = self._segs
-        self._segs = []
-        self._delete_files(gone)
-        self._tail_term = 0 if boundary is None else boundary.term
-        self._publish()
+        self._begin_rewrite()  # segments of older views go
+        try:
+            self._write_manifest(nm)
+            gone = self._segs
+            self._segs = []
+            self._delete_files(gone)
+            self._tail_term = 0 if boundary is None else boundary.term
+            self._publish()
+        finally:
+            self._rewrites += 1
 
     def flush(self) -> None:
         """Make every write durable (fdatasync of the tail) and checkpoint its index."""

@@ -98,6 +98,21 @@ class TailIndex:
         if pos < self._dirty_from:
             self._dirty_from = pos
 
+    def set_one(self, pos: int, slot_offset: int) -> None:
+        """Entry ``base + pos`` now lives at ``slot_offset``; later ones are dropped.
+
+        :meth:`set_from` for one entry, without the slice.  O(1) amortised.
+        """
+        if pos >= len(self._arr):
+            grown = np.zeros(max(pos + 1, 2 * len(self._arr)), dtype=np.uint32)
+            grown[: self.count] = self._arr[: self.count]
+            self._arr = grown
+            self.view = grown.data.cast("B").cast("I")
+        self._arr[pos] = slot_offset
+        self.count = pos + 1
+        if pos < self._dirty_from:
+            self._dirty_from = pos
+
     def truncate(self, count: int) -> None:
         """Keep only the first ``count`` entries.  O(1)."""
         if count < self.count:

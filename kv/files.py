@@ -103,6 +103,44 @@ def read_locs(locs: list[Loc]) -> list[bytes]:
     return values
 
 
+def _list_generation(
+    fs: FileSystem, directory: str, generation: int, *, keep_others: bool
+) -> tuple[list[tuple[int, str, str]], list[str]]:
+    """``([(seq, kind, name), ...] of generation's .log/.merged files, [names to delete])``:
+    stray ``.tmp`` files and, unless ``keep_others``, other generations' files.  Sorted by name."""
+    try:
+        names = fs.listdir(directory) if fs.exists(directory) else []
+    except OSError as e:
+        raise io_error(e, "listing key/value directory", directory) from e
+    ours: list[tuple[int, str, str]] = []
+    doomed: list[str] = []
+    for name in sorted(names):
+        m = _NAME.match(name)
+        if m is None:
+            continue  # not ours: leave it alone
+        gen, seq, kind = int(m.group(1), 16), int(m.group(2), 16), m.group(3)
+        if gen != generation:
+            if not keep_others:
+                doomed.append(name)
+        elif kind == "tmp":
+            doomed.append(name)
+        else:
+            ours.append((seq, kind, name))
+    return ours, doomed
+
+
+def _remove(fs: FileSystem, directory: str, names: list[str]) -> None:
+    """Delete ``names`` durably: the directory is fsynced before (a compaction's rename
+    becomes durable before what it replaces goes) and after."""
+    try:
+        fs.fsync_dir(directory)
+        for name in names:
+            fs.unlink(f"{directory}/{name}")
+        fs.fsync_dir(directory)
+    except OSError as e:
+        raise io_error(e, "removing stale key/value files", directory) from e
+
+
 def select_files(
     fs: FileSystem, directory: str, generation: int, *, keep_others: bool, readonly: bool
 ) -> tuple[list[tuple[int, str]], int]:
@@ -118,24 +156,9 @@ def select_files(
         CorruptionError: two files with one sequence, or a missing sequence.
         StorageIOError: listing or removing failed.
     """
-    try:
-        names = fs.listdir(directory)
-    except OSError as e:
-        raise io_error(e, "listing key/value directory", directory) from e
+    ours, doomed = _list_generation(fs, directory, generation, keep_others=keep_others)
     mine: dict[int, tuple[str, str]] = {}
-    doomed: list[str] = []
-    for name in sorted(names):
-        m = _NAME.match(name)
-        if m is None:
-            continue  # not ours: leave it alone
-        gen, seq, kind = int(m.group(1), 16), int(m.group(2), 16), m.group(3)
-        if gen != generation:
-            if not keep_others:
-                doomed.append(name)
-            continue
-        if kind == "tmp":
-            doomed.append(name)
-            continue
+    for seq, kind, name in ours:
         if seq in mine:
             raise CorruptionError(
                 f"two files with sequence {seq}: {mine[seq][0]} and {name}", path=f"{directory}/{name}", offset=None
@@ -145,14 +168,7 @@ def select_files(
     base = max(merged) if merged else 1
     obsolete = [mine.pop(s)[0] for s in sorted(mine) if s < base]
     if not readonly and (doomed or obsolete):
-        try:
-            # Make the compaction's rename durable before removing what it replaces.
-            fs.fsync_dir(directory)
-            for name in doomed + obsolete:
-                fs.unlink(f"{directory}/{name}")
-            fs.fsync_dir(directory)
-        except OSError as e:
-            raise io_error(e, "removing stale key/value files", directory) from e
+        _remove(fs, directory, doomed + obsolete)
     seqs = sorted(mine)
     if seqs and seqs[0] != base:
         raise CorruptionError(
@@ -183,25 +199,14 @@ def select_tracked(
         CorruptionError: a listed file is missing (named, with the manifest's record).
         StorageIOError: listing or removing failed.
     """
-    try:
-        names = fs.listdir(directory) if fs.exists(directory) else []
-    except OSError as e:
-        raise io_error(e, "listing key/value directory", directory) from e
     wanted = {f.seq for f in files}
+    ours, doomed = _list_generation(fs, directory, generation, keep_others=keep_others)
     found: dict[int, list[str]] = {}
-    doomed: list[str] = []
-    for name in sorted(names):
-        m = _NAME.match(name)
-        if m is None:
-            continue  # not ours: leave it alone
-        gen, seq, kind = int(m.group(1), 16), int(m.group(2), 16), m.group(3)
-        if gen != generation:
-            if not keep_others:
-                doomed.append(name)
-        elif kind == "tmp" or seq not in wanted:
-            doomed.append(name)
-        else:
+    for seq, _kind, name in ours:
+        if seq in wanted:
             found.setdefault(seq, []).append(name)
+        else:
+            doomed.append(name)
     out: list[tuple[int, str]] = []
     for f in files:
         names_f = found.get(f.seq)
@@ -216,12 +221,7 @@ def select_tracked(
         out.append((f.seq, names_f[-1] if len(names_f) == 1 else _pick_by_uid(fs, directory, names_f, f.uid)))
         doomed.extend(n for n in names_f if n != out[-1][1])
     if not readonly and doomed:
-        try:
-            for name in doomed:
-                fs.unlink(f"{directory}/{name}")
-            fs.fsync_dir(directory)
-        except OSError as e:
-            raise io_error(e, "removing stale key/value files", directory) from e
+        _remove(fs, directory, doomed)
     return out
 
 
@@ -448,7 +448,9 @@ def scan_file(
             )
         frames = rec.frames
         seg.end, seg.last_crc = rec.end, rec.last_crc
-        if rec.torn:
+        if rec.torn and readonly:
+            log.info("key/value file %s: read up to offset %d; what follows is being written or torn", path, rec.end)
+        elif rec.torn:
             log.warning("key/value file %s: torn tail at offset %d cut off", path, rec.end)
             if not readonly:
                 seg.cut_torn_tail()

@@ -68,6 +68,8 @@ def recover_store(self: KVStore, keep_others: bool = False, use_index: bool = Tr
             readonly=self._readonly, prealloc=self._prealloc,
         )
         self._files.append(seg)  # closed by open() if anything fails
+        if self._readonly and seq == plan[-1][0]:
+            seg.snapshot()  # a live writer may append to it or cut it: read a copy
         if rec is not None and seg.uid != rec.uid:
             raise CorruptionError(
                 f"stale key/value file: uid {seg.uid:#x}, the manifest lists {rec.uid:#x}", path=seg.path, offset=24

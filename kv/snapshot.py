@@ -144,6 +144,8 @@ def read_snapshot(fs: FileSystem, src: str) -> tuple[LogId, int, list[tuple[list
             if blen != 8 or int.from_bytes(body, "little") != total or total != count:
                 raise CorruptionError(f"snapshot holds {total} pairs, header says {count}", path=src, offset=off)
             break
+        if 8 * n > blen:  # a length read from disk never drives a read past what is there
+            raise CorruptionError(f"snapshot chunk of {n} pairs is only {blen} bytes", path=src, offset=off)
         kl = np.frombuffer(body, dtype="<u4", count=n).tolist()
         vl = np.frombuffer(body, dtype="<u4", count=n, offset=4 * n).tolist()
         pos = 8 * n

@@ -14,7 +14,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from segwal.errors import CorruptionError, SegwalError
 
@@ -35,9 +34,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run(args.dir)
 
 
+def _store_url(args: argparse.Namespace) -> tuple[str, dict[str, str]] | None:
+    """``(url, store options)`` when the target is an object-store URL, else ``None`` (a directory)."""
+    from segwal.storage.objectstore.urls import has_scheme, parse_store_options
+
+    if not has_scheme(args.dir):
+        if args.store_option:
+            raise ValueError("--store-option applies only to an object-store URL (s3://, gs://, az://, file://)")
+        return None
+    return args.dir, parse_store_options(args.store_option or [])
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from segwal.tools.inspect import format_inspection, inspect_dir
 
+    target = _store_url(args)
+    if target is not None:
+        from segwal.tools.objectstore import format_prefix_inspection, inspect_prefix
+
+        found = inspect_prefix(*target)
+        print(json.dumps(found, indent=2) if args.json else "\n".join(format_prefix_inspection(found)))
+        return 0
     info = inspect_dir(_need_dir(args.dir))
     print(json.dumps(info, indent=2) if args.json else "\n".join(format_inspection(info)))
     return 0
@@ -56,42 +73,54 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from segwal.fs import OsFileSystem
     from segwal.tools.verify import verify
 
+    target = _store_url(args)
+    if target is not None:
+        from segwal.tools.objectstore import verify_prefix
+
+        rep = verify_prefix(*target)
+        if args.json:
+            print(json.dumps(dataclasses.asdict(rep), indent=2))
+        else:
+            for line in rep.findings:
+                print(line)
+            verdict = "clean" if rep.exit_status == 0 else "CORRUPTION"
+            print(f"{rep.objects} objects, {rep.entries} entries, {rep.bytes_scanned} bytes checked: {verdict}")
+        return rep.exit_status
     path = _need_dir(args.dir)
-    fs = OsFileSystem()
-    lock = _lock(fs, path)
-    try:
-        report = verify(path, fs=fs, progress=None if args.json else _progress)
-    finally:
-        lock.release()
+    # No lock: a running node's directory is verified as it is (tools/verify.py).
+    report = verify(path, fs=OsFileSystem(), progress=None if args.json else _progress, live=True if args.live else None)
     if args.json:
         print(json.dumps({
             "exit_status": report.exit_status,
             "segments": report.segments,
             "entries": report.entries,
             "bytes": report.bytes_scanned,
+            "live": report.live,
+            "live_notes": list(report.live_notes),
             "findings": [dataclasses.asdict(f) for f in report.findings],
         }, indent=2))
     else:
         for f in report.findings:
             print(str(f))
+        for n in report.live_notes:
+            print(f"live: {n}")
         verdict = {0: "clean", 1: "recoverable findings only", 2: "CORRUPTION"}[report.exit_status]
-        print(f"{report.segments} segments, {report.entries} entries, {report.bytes_scanned} bytes checked: {verdict}")
+        when = " (live: read beside a writer at work)" if report.live else ""
+        print(f"{report.segments} segments, {report.entries} entries, {report.bytes_scanned} bytes checked{when}: {verdict}")
     return report.exit_status
-
-
-def _lock(fs: Any, path: str) -> Any:
-    from segwal.errors import LockedError
-
-    try:
-        return fs.lock(os.path.join(path, "LOCK"))
-    except BlockingIOError:
-        raise LockedError(11, "engine directory is open elsewhere (locked)", path) from None
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
     from segwal.tools.dump import dump_lines
 
     out = sys.stdout
+    target = _store_url(args)
+    if target is not None:
+        from segwal.tools.objectstore import dump_prefix_lines
+
+        for line in dump_prefix_lines(*target, args.from_index, args.to_index, args.encoding):
+            out.write(line + "\n")
+        return 0
     for line in dump_lines(_need_dir(args.dir), args.from_index, args.to_index, args.encoding):
         out.write(line + "\n")
     return 0
@@ -126,15 +155,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("dir", nargs="?", default=None, help="directory to use (default: a new temporary one)")
     d.set_defaults(func=_cmd_demo)
     i = sub.add_parser("inspect", help="segments, first/last index, purge boundary, hard state, key/value stats")
-    i.add_argument("dir")
+    i.add_argument("dir", help="engine directory, or object-store URL (s3://bucket/prefix ...), opened read-only")
+    i.add_argument("--store-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="object-store URL only: store option (endpoint=..., client.allow_http=true)")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=_cmd_inspect)
     v = sub.add_parser("verify", help="full checksum scan of every file (exit 0 clean, 1 recoverable, 2 corruption)")
-    v.add_argument("dir")
+    v.add_argument("dir", help="engine directory, or object-store URL, opened read-only")
+    v.add_argument("--store-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="object-store URL only: store option (endpoint=..., client.allow_http=true)")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--live", action="store_true",
+                   help="a writer may be at work (default: told from /proc/locks; assumed when it cannot be told)")
     v.set_defaults(func=_cmd_verify)
     du = sub.add_parser("dump", help="entries as JSON lines")
-    du.add_argument("dir")
+    du.add_argument("dir", help="engine directory, or object-store URL, opened read-only")
+    du.add_argument("--store-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="object-store URL only: store option (endpoint=..., client.allow_http=true)")
     du.add_argument("--from", dest="from_index", type=int, default=None)
     du.add_argument("--to", dest="to_index", type=int, default=None)
     du.add_argument("--encoding", choices=("base64", "hex"), default="base64", help="payload encoding")
@@ -162,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CorruptionError as e:
         print(f"segwal: corruption: {e}", file=sys.stderr)
         return 2
-    except (SegwalError, OSError) as e:
+    except (SegwalError, OSError, ValueError) as e:
         print(f"segwal: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

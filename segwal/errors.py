@@ -11,7 +11,9 @@ leaf also inherits the built-in it refines, so callers may catch either::
     │   └── OutOfSpaceError                        ENOSPC or short write: batch rolled back
     ├── EnginePoisonedError(SegwalError, RuntimeError)  refused after a failed sync
     ├── EngineClosedError(SegwalError, RuntimeError)    used after close()
-    └── LockedError(SegwalError, OSError)          directory already open elsewhere
+    ├── LockedError(SegwalError, OSError)          directory already open elsewhere
+    ├── FencedError(SegwalError, RuntimeError)     a newer writer owns the storage
+    └── StaleViewError(SegwalError, RuntimeError)  a read-only view cannot be served any more
 
 Invalid arguments raise plain :class:`ValueError` / :class:`TypeError` that name
 the argument; those change nothing.  Anything else escaping a public method is
@@ -30,6 +32,8 @@ __all__ = [
     "EnginePoisonedError",
     "EngineClosedError",
     "LockedError",
+    "FencedError",
+    "StaleViewError",
 ]
 
 
@@ -99,3 +103,19 @@ class EngineClosedError(SegwalError, RuntimeError):
 
 class LockedError(SegwalError, OSError):
     """The directory is locked by another open engine (this or another process)."""
+
+
+class FencedError(SegwalError, RuntimeError):
+    """A writer with a newer epoch has taken over the same storage (an object-store prefix).
+
+    Raised by the call that found out and by every later call of the fenced
+    engine: nothing it attempts after the new owner's fence object exists is
+    visible to anyone.  Open a new engine to write again (which fences the other).
+    """
+
+
+class StaleViewError(SegwalError, RuntimeError):
+    """A read-only view can no longer be served: the writer removed what it shows.
+
+    Not damage: call the engine's ``refresh()`` to move the view forward.
+    """

@@ -30,7 +30,7 @@ from typing import Protocol, runtime_checkable
 from segwal.errors import OutOfSpaceError, StorageIOError, SyncError
 
 __all__ = ["File", "FileSystem", "OsFile", "OsFileSystem", "Lock", "Buffer", "replace_file", "read_file", "make_dirs", "TMP_SUFFIX",
-           "DEFAULT_FILE_MODE", "DEFAULT_DIR_MODE"]
+           "DEFAULT_FILE_MODE", "DEFAULT_DIR_MODE", "lock_held"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -202,10 +202,16 @@ class OsFile:
 
     def map(self) -> mmap.mmap | None:
         """A read-only shared map of the current size, or None for an empty file."""
-        n = self.size()
-        if n == 0:
-            return None
-        return mmap.mmap(self.fd, n, mmap.MAP_SHARED, mmap.PROT_READ)
+        while True:
+            n = self.size()
+            if n == 0:
+                return None
+            try:
+                return mmap.mmap(self.fd, n, mmap.MAP_SHARED, mmap.PROT_READ)
+            except ValueError:
+                if self.size() >= n:
+                    raise
+                # another process cut the file between fstat and mmap: map what is left
 
     def close(self) -> None:
         """Close the descriptor (idempotent)."""
@@ -310,6 +316,41 @@ class OsFileSystem:
             os.close(fd)
             raise
         return _OsLock(fd)
+
+
+def lock_held(fs: FileSystem, path: str) -> bool | None:
+    """Whether a process holds an ``flock`` on ``path`` (a writer has the engine open),
+    told without taking or waiting for the lock, from ``/proc/locks`` (Linux).
+
+    ``False`` when ``path`` does not exist; ``None`` when it cannot be told (no
+    ``/proc/locks``, or ``fs`` is not the real file system).  O(locks on the host).
+    """
+    if not isinstance(fs, OsFileSystem):
+        return None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        with open("/proc/locks") as f:
+            text = f.read()
+    except OSError:
+        return None
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in text.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; a waiter's line has "->" after the id
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        dev = parts[5].split(":")
+        try:
+            if (int(dev[0], 16), int(dev[1], 16), int(dev[2])) == want:
+                return True
+        except (ValueError, IndexError):
+            continue
+    return False
 
 
 # ---------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Record a workload on a :class:`RecordingFS`, generate the disk states a crash
 could leave with :class:`CrashSimulator`, and check each with
 :func:`check_recording`; or inject I/O errors with :class:`FaultyFS`.  The
 ``crash_fs`` pytest fixture (:mod:`segwal.testing.pytest_plugin`) wires the three
-together.  See ``docs/crash-testing.md``.
+together.  See ``docs/crash-testing.md``.  For real processes,
+:class:`VolatileFileSystem` keeps unsynced writes in process memory only, so
+that ``kill -9`` of the process loses what a power cut would.
 """
 
 from segwal.testing.checker import (
@@ -29,6 +31,7 @@ from segwal.testing.invariants import (
 from segwal.testing.logmodel import LogModel, Snapshot, candidates_at, snapshot_engine
 from segwal.testing.recording import Mark, Op, OpKind, Recording, RecordingFile, RecordingFS, StartImage
 from segwal.testing.tracking import TrackedEngine
+from segwal.testing.volatile import VolatileFile, VolatileFileSystem
 
 __all__ = [
     # recording
@@ -45,6 +48,9 @@ __all__ = [
     "SimulationStats",
     "GENERATORS",
     "generate_states",
+    # power loss of real processes
+    "VolatileFileSystem",
+    "VolatileFile",
     # faults
     "FaultyFS",
     "FaultyFile",

@@ -31,7 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--long",
         action="store_true",
         default=False,
-        help="run hypothesis tests with many examples (the 'long' profile)",
+        help="run hypothesis tests with many examples (the 'long' profile) and the long kill -9 series",
     )
 
 
@@ -45,3 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile("ci")
     else:
         settings.load_profile("dev")
+
+
+# the session-wide SeaweedFS S3 server of the object-store tests (tests/seaweedfs_server.py)
+from seaweedfs_server import seaweedfs  # noqa: E402, F401

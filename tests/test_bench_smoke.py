@@ -31,3 +31,17 @@ def test_raftlog_bench_quick_runs_and_records_both_strategies(tmp_path: Path) ->
         assert data["entries_per_write"][f"{mode}/DiskFirst"] == [1.0]
         assert data["entries_per_write"][f"{mode}/MemFirst"][0] > 1.0
     assert data["thread_wake_us"] > 0
+
+
+def test_cluster_bench_quick_runs_both_segwal_modes(tmp_path: Path) -> None:
+    """`segwal bench --cluster` runs a 3-node PySyncObj cluster end to end (no timing assertions)."""
+    import pytest
+
+    pytest.importorskip("pysyncobj")
+    status = main(["bench", "--cluster", "--quick", "--commands", "300", "--journals", "segwal,segwal-flush",
+                   "--out", str(tmp_path)])
+    assert status == 0
+    (run,) = tmp_path.glob("cluster-quick-*.json")
+    data = json.loads(run.read_text())
+    assert set(data["commits_per_s"]) == {"segwal", "segwal-flush"}
+    assert all(r["ok"] == 300 and r["finished"] for r in data["raw"])

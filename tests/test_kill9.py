@@ -122,10 +122,14 @@ def observe(path: str) -> tuple[Model, list[str]]:
 def run_child(path: str, seed: int, rng: random.Random) -> tuple[list[list[str]], list[str] | None, bool]:
     """Start a child, kill it at a random moment; return (acknowledged calls,
     the call in flight or None, whether it got as far as READY)."""
+    # the child imports segwal from this checkout (its root first on sys.path), as this test does
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(
         [sys.executable, str(CHILD), path, str(seed)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=env,
     )
     assert proc.stdout is not None and proc.stderr is not None
     head = b""

@@ -42,10 +42,11 @@ SEG = 512  # tiny segments: every few entries start a new segment file
 class Trio:
     """The three journals side by side, with the model state needed to drive them."""
 
-    def __init__(self, tmp_path, sync="always"):
+    def __init__(self, tmp_path, sync="always", cache=65536):
         self.dir = tmp_path
         self.sync = sync
-        self.seg = SegwalJournal(tmp_path / "seg", segment_size=SEG, sync=sync)
+        self.cache = cache  # a small cache makes reads span the engine and memory
+        self.seg = SegwalJournal(tmp_path / "seg", segment_size=SEG, sync=sync, cache_entries=cache)
         self.file = FileJournal(str(tmp_path / "file.journal"))
         self.mem = MemoryJournal()
         # False once the commit index set last was above the log (segwal clamps it when saving)
@@ -68,7 +69,7 @@ class Trio:
         for j in (self.seg, self.file):
             j.onOneSecondTimer()  # FileJournal saves its meta only here
             j._destroy()
-        self.seg = SegwalJournal(self.dir / "seg", segment_size=SEG, sync=self.sync)
+        self.seg = SegwalJournal(self.dir / "seg", segment_size=SEG, sync=self.sync, cache_entries=self.cache)
         self.file = FileJournal(str(self.dir / "file.journal"))
 
     def check(self, with_mem=True):
@@ -154,7 +155,7 @@ def test_str_command_stored_as_utf8(tmp_path):
 @pytest.mark.parametrize("sync", ["always", "flush"])
 def test_random_sequences_match_pysyncobj_journals(tmp_path, seed, sync):
     rng = random.Random(seed)
-    t = Trio(tmp_path, sync=sync)
+    t = Trio(tmp_path, sync=sync, cache=4 if seed % 2 else 65536)
     nxt, term, count = 1, 0, 0
     nodes = ["127.0.0.1:4321", "10.1.2.3:65535", "node-a", ("tuple", 7), "localhost:1234", "01.2.3.4:5"]
     for step in range(150):
@@ -188,8 +189,10 @@ def test_random_sequences_match_pysyncobj_journals(tmp_path, seed, sync):
                 for j in (t.seg, t.file):  # MemoryJournal does not keep a commit index
                     j.setRaftCommitIndex(c)
                 t.commit_set, t.commit_exact = c, True
-        elif op < 0.90:
+        elif op < 0.88:
             t.do("onOneSecondTimer")
+        elif op < 0.90:
+            t.seg.sync()  # what the hooks call before an acknowledgement
         elif op < 0.95:
             t.seg.flush()
             t.file.flush()
@@ -237,6 +240,8 @@ def test_compaction_deletes_whole_segments_and_survives_reopen(tmp_path):
     j = SegwalJournal(tmp_path / "j", segment_size=4096, sync="flush")
     for i in range(1, 2001):
         j.add(b"p" * 50, i, 1 + i // 500)
+        if i % 50 == 0:
+            j.sync()  # add() buffers in memory; sync() writes one batch (as SyncObj does per message)
     segs_before = len(j.engine.segments())
     files_before = len(list((tmp_path / "j").rglob("*.wal")))
     assert segs_before > 10
@@ -371,7 +376,7 @@ def test_segwal_journal_hook_plugs_into_syncobj(tmp_path):
     spec = segwal_journal(tmp_path / "raft", segment_size=4096)
     assert isinstance(spec, SegwalJournalFile)
     addr = f"127.0.0.1:{_free_port()}"
-    conf = SyncObjConf(journalFile=spec, autoTickPeriod=0.01)
+    conf = SyncObjConf(journalFile=spec, autoTickPeriod=0.01, fullDumpFile=str(tmp_path / "dump"))
     o = _Counter(addr, conf)
     try:
         assert _wait(lambda: o._isLeader())
@@ -381,7 +386,7 @@ def test_segwal_journal_hook_plugs_into_syncobj(tmp_path):
     finally:
         o.destroy_synchronous()
     # a new SyncObj on the same configuration replays the journal
-    conf = SyncObjConf(journalFile=spec, autoTickPeriod=0.01)
+    conf = SyncObjConf(journalFile=spec, autoTickPeriod=0.01, fullDumpFile=str(tmp_path / "dump"))
     o = _Counter(addr, conf)
     try:
         assert _wait(lambda: o._isLeader() and o.value == 50)
@@ -396,3 +401,173 @@ def test_segwal_journal_hook_plugs_into_syncobj(tmp_path):
     assert isinstance(fj, FileJournal)
     fj._destroy()
     assert isinstance(so.createJournal(None), MemoryJournal)
+
+
+# ------------------------------------------------------- buffering and hooks
+
+
+def test_add_is_buffered_until_sync_and_reads_span_engine_and_memory(tmp_path):
+    j = SegwalJournal(tmp_path / "j", cache_entries=3)
+    for i in range(1, 11):
+        j.add(b"c%d" % i, i, 1)
+        if i % 4 == 0:
+            j.sync()
+    assert j.pending() == 2 and j.engine.last_index() == 8
+    assert [x[1] for x in j] == list(range(1, 11)) and j[:][0] == (b"c1", 1, 1)
+    j.sync()
+    assert j.pending() == 0 and j.engine.last_index() == 10
+    for i in range(11, 31):  # past 2x the cache: old entries leave memory, not the log
+        j.add(b"c%d" % i, i, 1)
+        j.sync()
+    assert [x[1] for x in j[2:9]] == list(range(3, 10)) and j[-1] == (b"c30", 30, 1)
+    j.deleteEntriesFrom(5)  # truncates the engine too
+    assert len(j) == 5 and j.engine.last_index() == 5
+    j._destroy()
+
+
+def test_durable_mode_requires_full_dump_file(tmp_path):
+    conf = SyncObjConf(journalFile=segwal_journal(tmp_path / "raft"))
+    with pytest.raises(ValueError, match="fullDumpFile"):
+        _Counter(f"127.0.0.1:{_free_port()}", conf)
+    assert not (tmp_path / "raft").exists()  # refused before anything was opened
+
+
+def test_targets_path_url_and_factory(tmp_path):
+    from segwal.storage.memory import InMemoryEngine
+
+    with pytest.raises(ValueError, match="URL"):
+        segwal_journal("s3://bucket/raft")
+    with pytest.raises(TypeError):
+        segwal_journal(42)  # type: ignore[arg-type]
+    spec = segwal_journal(lambda: InMemoryEngine(), sync="always")
+    j = spec.open()
+    j.add(b"x", 1, 1)
+    j.sync()
+    assert j.engine.last_index() == 1 and j[0] == (b"x", 1, 1)
+    j.setCurrentTerm(3, "127.0.0.1:9")
+    assert j.engine.load_hard_state().current_term == 3
+    j._destroy()
+    with pytest.raises(TypeError, match="StorageEngine"):
+        segwal_journal(lambda: object()).open()
+
+
+def test_install_fails_loudly_without_a_wrapped_method(monkeypatch):
+    import pysyncobj.version
+
+    from segwal.integrations.pysyncobj import hooks
+
+    monkeypatch.setattr(hooks, "_installed", False)
+    monkeypatch.delattr(SyncObj, "_SyncObj__sendNextNodeIdx")
+    with pytest.raises(ImportError, match="__sendNextNodeIdx"):
+        hooks.install()
+    monkeypatch.undo()
+    monkeypatch.setattr(hooks, "_installed", False)
+    monkeypatch.setattr(pysyncobj.version, "VERSION", "0.3.18")
+    with pytest.raises(ImportError, match="0.3.18"):
+        hooks.install()
+
+
+def test_leader_counts_itself_only_for_synced_entries(tmp_path):
+    """A single node commits on its own vote (PySyncObj's ``count = 1``): when a
+    command's callback reports success, its entry is already in the engine."""
+    conf = SyncObjConf(journalFile=segwal_journal(tmp_path / "raft"), fullDumpFile=str(tmp_path / "dump"),
+                       autoTickPeriod=0.01)
+    o = _Counter(f"127.0.0.1:{_free_port()}", conf)
+    try:
+        assert _wait(lambda: o._isLeader())
+        journal = o._SyncObj__raftLog
+        for i in range(1, 31):
+            o.incr(1, sync=True, timeout=10)
+            assert journal.engine.last_index() >= o.raftCommitIndex, i
+    finally:
+        o.destroy_synchronous()
+
+
+def test_other_syncobjs_keep_their_journal(tmp_path):
+    conf = SyncObjConf(journalFile=str(tmp_path / "plain.journal"), autoTickPeriod=0.01)
+    o = _Counter(f"127.0.0.1:{_free_port()}", conf)
+    try:
+        assert isinstance(o._SyncObj__raftLog, FileJournal)
+        assert _wait(lambda: o._isLeader())
+        assert o.incr(2, sync=True, timeout=10) == 2
+    finally:
+        o.destroy_synchronous()
+
+
+@pytest.mark.parametrize("sync", ["always", "flush"])
+def test_dump_is_fsynced_before_purge_and_clear_in_durable_mode(tmp_path, sync):
+    from segwal.testing.volatile import VolatileFileSystem
+
+    fs = VolatileFileSystem(tmp_path)
+    dump = str(tmp_path / "dump.bin")
+    j = SegwalJournal(tmp_path / "raft", sync=sync, fs=fs, dump_file=dump)
+    for i in range(1, 21):
+        j.add(b"c", i, 1)
+    for op in (lambda: j.deleteEntriesTo(10), j.clear):
+        f = fs.open(dump, create=True)  # written and renamed by PySyncObj, never fsynced
+        f.pwrite(b"state", 0)
+        f.close()
+        op()
+        assert (tmp_path / "dump.bin").exists() == (sync == "always")
+        if sync == "always":
+            assert (tmp_path / "dump.bin").read_bytes() == b"state"
+            (tmp_path / "dump.bin").unlink()
+            fs = VolatileFileSystem(tmp_path)  # forget the image: the next op must sync again
+            j._fs = fs
+    j._destroy()
+
+
+@pytest.mark.parametrize("cache", [3, 65536])
+def test_entries_from_matches_syncobj_get_entries(tmp_path, cache):
+    """``entries_from`` returns what SyncObj's ``__getEntries(i, None, max_bytes)`` computes."""
+    j = SegwalJournal(tmp_path / "j", cache_entries=cache)
+    for i in range(5, 41):
+        j.add(b"x" * (i % 7), i, 1)
+        if i % 5 == 0:
+            j.sync()
+
+    def reference(from_idx, max_bytes):  # SyncObj.__getEntries, count=None
+        first = j[0][1]
+        if from_idx is None or from_idx < first:
+            return []
+        result = j[from_idx - first :]
+        total, k = 0, 0
+        for k, entry in enumerate(result):
+            total += len(entry[0])
+            if total >= max_bytes:
+                break
+        return result[: k + 1]
+
+    for from_idx in (None, 1, 4, 5, 6, 17, 39, 40, 41):
+        for max_bytes in (1, 6, 20, 1000):
+            assert j.entries_from(from_idx, max_bytes) == reference(from_idx, max_bytes), (from_idx, max_bytes)
+    j._destroy()
+
+
+def test_fs_needs_use_fork_false(tmp_path):
+    from segwal.testing.volatile import VolatileFileSystem
+
+    spec = segwal_journal(tmp_path / "raft", fs=VolatileFileSystem(tmp_path))
+    with pytest.raises(ValueError, match="useFork=False"):
+        _Counter(f"127.0.0.1:{_free_port()}", SyncObjConf(journalFile=spec, fullDumpFile=str(tmp_path / "d")))
+
+
+def test_fs_serializer_writes_reads_and_transmits_the_dump(tmp_path):
+    from segwal.integrations.pysyncobj.dump import FsSerializer
+    from segwal.testing.volatile import VolatileFileSystem
+
+    fs = VolatileFileSystem(tmp_path)
+    leader = FsSerializer(fs, str(tmp_path / "a.dump"), batch_size=7)
+    state = ([{"x": 1}, {"_ReplDict__data": {i: i * 3 for i in range(50)}}], (b"c", 9, 2), (b"b", 8, 2), set())
+    assert leader.checkSerializing() == (0, None)
+    leader.serialize(state, 8)
+    assert leader.checkSerializing() == (2, 8) and leader.checkSerializing() == (0, None)  # reported once
+    assert leader.deserialize() == state
+    assert not (tmp_path / "a.dump").exists()  # through the volatile file system, never fsynced
+    follower = FsSerializer(fs, str(tmp_path / "b.dump"), batch_size=7)
+    installed = False
+    while not installed:
+        chunk = leader.getTransmissionData("node")
+        installed = follower.setTransmissionData(chunk)
+        assert installed == chunk[2]
+    assert follower.deserialize() == state

@@ -49,6 +49,7 @@ def test_engines_satisfy_the_storage_engine_protocol(tmp_path: Path) -> None:
             from segwal.types import StorageEngine
             from segwal.storage.rocksdb import RocksDBEngine
             from segwal.storage.sqlite import SqliteEngine
+            from segwal.storage.objectstore import ObjectStoreEngine
 
             def use(engine: StorageEngine) -> None:
                 engine.last_index()
@@ -57,6 +58,7 @@ def test_engines_satisfy_the_storage_engine_protocol(tmp_path: Path) -> None:
             use(InMemoryEngine())
             use(SqliteEngine("/tmp/never-opened"))
             use(RocksDBEngine("/tmp/never-opened"))
+            use(ObjectStoreEngine(object()))
             """
         )
     )

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from segwal.engine import WalEngine
+from segwal.fs import OsFileSystem, lock_held
 
 __all__ = ["inspect_dir", "format_inspection"]
 
@@ -18,14 +19,18 @@ def _asdict(value: Any) -> Any:
 def inspect_dir(path: str) -> dict[str, Any]:
     """Segments, first/last index, purge boundary, hard state and key/value stats of ``path``.
 
-    Opens the directory read-only and changes nothing.  Cost: one engine open
+    Opens the directory read-only, without a lock, and changes nothing: on a
+    running node (``writer`` says whether one holds the directory) it shows one
+    consistent view.  Cost: one engine open
     (the tail segment is scanned from its last checkpoint); no sealed segment
     is read.
     """
+    writer = lock_held(OsFileSystem(), os.path.join(path, "LOCK"))
     with WalEngine(path, readonly=True) as eng:
         stats = eng.kv_stats()
         return {
             "directory": eng.path,
+            "writer": {True: "running", False: "none", None: "unknown"}[writer],
             "first_index": eng.first_index(),
             "last_index": eng.last_index(),
             "purge_boundary": _asdict(eng.purge_boundary()),
@@ -45,6 +50,8 @@ def format_inspection(info: dict[str, Any]) -> list[str]:
     """The lines ``segwal inspect`` prints for ``info`` (from :func:`inspect_dir`).  Pure."""
     lines = [
         f"directory      {info['directory']}",
+        f"writer         {info.get('writer', 'unknown')}" + (" (a live view: as of the moment it was read)"
+                                                          if info.get("writer") != "none" else ""),
         f"log            first {info['first_index']}  last {info['last_index']}  "
         f"purge boundary {info['purge_boundary']}",
         f"hard state     {info['hard_state']}",

@@ -5,7 +5,11 @@ keeps evidence: a torn tail is cut after its bytes are saved to
 ``<segment>.broken``, damaged indexes are rebuilt, stray files removed.  It
 refuses to touch corruption of acknowledged data.  With ``force`` it also cuts
 the log at the first damaged entry (saving the cut bytes likewise) and reports
-exactly which indexes were lost, so the node can fetch them again from a peer.
+exactly which indexes were lost, so the node can fetch them again from a peer,
+and rebuilds a damaged key/value store from the records before the damage
+(:mod:`segwal.tools.salvage`), saying which log entries must be applied again.
+A lost or damaged hard state is never invented: repair says what the operator
+must do instead.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from segwal.engine.hardstate import load_hard_state, save_hard_state
+from segwal.engine.hardstate import HARDSTATE_NAME, load_hard_state, save_hard_state
 from segwal.engine.manifest import MANIFEST_NAME, decode_manifest, encode_manifest
 from segwal.errors import LockedError
 from segwal.fs import FileSystem, OsFileSystem, read_file, replace_file
+from segwal.tools.salvage import rebuild_kv, salvage_kv
 from segwal.tools.verify import CORRUPTION, Finding, verify
 
 __all__ = ["RepairResult", "repair"]
@@ -68,7 +73,7 @@ def repair(path: str, *, force: bool = False, fs: FileSystem | None = None) -> R
     except BlockingIOError:
         raise LockedError(11, "engine directory is open elsewhere (locked)", path) from None
     try:
-        report = verify(path, fs=fs)
+        report = verify(path, fs=fs, live=False)  # it holds the lock: no writer is at work
     finally:
         lock.release()
     lines: list[str] = [str(f) for f in report.findings]
@@ -77,16 +82,31 @@ def repair(path: str, *, force: bool = False, fs: FileSystem | None = None) -> R
     corrupt = [f for f in report.findings if f.severity == CORRUPTION]
     log_corrupt = [f for f in corrupt if f.index is not None and f.path.endswith((".wal", ".idx", MANIFEST_NAME))]
     # A commit index beyond the log is a consequence of the log damage; cutting the
-    # log lowers it.  Any other hard-state or key/value damage cannot be repaired here.
-    other = [f for f in corrupt if f not in log_corrupt and not f.message.startswith("commit index")]
+    # log lowers it.  Key/value damage is salvaged; a lost hard state cannot be repaired.
+    hard = [f for f in corrupt if f.path.endswith(HARDSTATE_NAME) and not f.message.startswith("commit index")]
+    kv_bad = [f for f in corrupt if f"{os.sep}kv{os.sep}" in f.path or f.path.endswith(f"{os.sep}kv")]
+    other = [f for f in corrupt if f not in log_corrupt and f not in hard and f not in kv_bad
+             and not f.message.startswith("commit index")]
+    if hard:
+        lines.append(
+            "the hard state (current term and vote) is lost or damaged, and is never invented: a node that "
+            "forgot its vote could vote twice in one term.  Do not restart this node with its old identity: "
+            "remove it from the cluster, then add it back as a new member with an empty directory "
+            "(it catches up from the leader)"
+        )
+        return RepairResult(tuple(lines), 2, None)
     if corrupt and not force:
         first = min((f.index for f in corrupt if f.index is not None), default=None)
         hint = f" (entries from {first} on would be lost and must be re-fetched from a peer)" if first else ""
+        if kv_bad:
+            hint += " (the key/value store would be rolled back to its last undamaged record)"
         lines.append(f"refusing to repair corruption of acknowledged data without --force{hint}")
         return RepairResult(tuple(lines), 2, None)
     if other:
-        lines.append("cannot repair hard-state or key/value corruption: restore this node from a peer's snapshot")
+        lines.append("cannot repair this damage here: restore this node from a peer's snapshot")
         return RepairResult(tuple(lines), 2, None)
+    if kv_bad:
+        lines.extend(_salvage_kv(fs, path))
     lost: tuple[int, int] | None = None
     truncate_at: int | None = None
     tail_cut = [f for f in report.findings if f.path.endswith(".wal") and f.offset is not None
@@ -95,7 +115,7 @@ def repair(path: str, *, force: bool = False, fs: FileSystem | None = None) -> R
         saved = _save_broken(fs, f.path, f.offset)  # type: ignore[arg-type]
         if saved:
             lines.append(f"saved the {('torn' if 'torn' in f.message else 'damaged')} bytes to {saved}")
-    if corrupt:
+    if any(f.index is not None for f in corrupt):
         first_bad = min(f.index for f in corrupt if f.index is not None)
         for f in log_corrupt:
             if "damaged frame" in f.message and f.offset is not None:
@@ -133,6 +153,32 @@ def repair(path: str, *, force: bool = False, fs: FileSystem | None = None) -> R
                 eng.entry(s.first)  # rebuilds a missing index
     lines.append("repaired")
     return RepairResult(tuple(lines), 0, lost)
+
+
+def _salvage_kv(fs: FileSystem, path: str) -> list[str]:
+    """Rebuild the key/value store from its undamaged prefix; the lines that say what happened."""
+    mpath = os.path.join(path, MANIFEST_NAME)
+    data = read_file(fs, mpath)
+    assert data is not None
+    m = decode_manifest(data, mpath)
+    found = salvage_kv(fs, path, m)
+    need_from = 1 if found.applied is None else found.applied.index + 1
+    boundary = m.purge.index if m.purge is not None else 0
+    lines = [f"key/value store damaged ({found.damage}); its records before the damage hold "
+             f"{len(found.state)} keys, last_applied {found.applied}"]
+    if need_from <= boundary:
+        rebuild_kv(fs, path, m, {}, None, 64 << 20)
+        lines.append(
+            f"the log entries to apply again ({need_from}..) are purged (purge boundary {boundary}): the key/value "
+            "store was emptied and last_applied cleared; install a snapshot from a peer (the leader sends one)"
+        )
+    else:
+        rebuild_kv(fs, path, m, found.state, found.applied, 64 << 20)
+        lines.append(
+            f"rolled the key/value store back to last_applied {found.applied}: apply log entries {need_from}.. "
+            "again (they are still in the log); the damaged files are kept as kv/*.broken"
+        )
+    return lines
 
 
 def _later_hi(f: Finding) -> int:

@@ -9,13 +9,22 @@ entry is affected, its index.
 Findings are *recoverable* (a torn tail that open would cut, an index open
 would rebuild, stray temporary or leftover files open would remove) or
 *corruption* (acknowledged data is damaged or missing).
+
+A live directory (a writer holds its lock) is verified without any lock, as
+of one manifest generation: sealed segments fully, the tail up to its last
+complete frame.  What the writer is doing meanwhile is not a finding but a
+*live note* (the tail's frames still being written, a checkpoint or a new file
+in progress); a finding of corruption is reported only when the same run of
+one manifest generation finds it again (a file the writer removed, or a frame
+read while it was being written, makes verify read again).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +33,7 @@ from segwal.engine.hardstate import HARDSTATE_NAME, decode_hard_state
 from segwal.engine.manifest import MANIFEST_NAME, Manifest, decode_manifest
 from segwal.engine.segments import index_name, replay_frames, segment_name
 from segwal.errors import CorruptionError
-from segwal.fs import TMP_SUFFIX, FileSystem, OsFileSystem, read_file
+from segwal.fs import TMP_SUFFIX, FileSystem, OsFileSystem, lock_held, read_file
 from segwal.index.format import OFFSETS_START, offsets_hash
 from segwal.index.offsets import TailIndex, read_index_header
 from segwal.wal.format import (
@@ -39,7 +48,11 @@ from segwal.wal.format import (
 from segwal.wal.reader import read_entries, read_entry
 from segwal.wal.segment import recover_tail
 
-__all__ = ["Finding", "VerifyReport", "verify", "replay_segment"]
+__all__ = ["Finding", "VerifyReport", "verify", "replay_segment", "MAX_LIVE_WAIT"]
+
+#: Seconds verify keeps reading a live directory again while its writer changes it
+#: under every run, before it reports what the last run found.
+MAX_LIVE_WAIT = 30.0
 
 RECOVERABLE = "recoverable"
 CORRUPTION = "corruption"
@@ -69,6 +82,10 @@ class VerifyReport:
     segments: int
     entries: int
     bytes_scanned: int
+    #: a writer held the directory while it was verified
+    live: bool = False
+    #: what the writer was doing meanwhile (not findings): which part of the tail was live, ...
+    live_notes: tuple[str, ...] = ()
 
     @property
     def exit_status(self) -> int:
@@ -88,58 +105,118 @@ def replay_segment(
     return t.array().copy(), last
 
 
-def verify(
-    path: str, *, fs: FileSystem | None = None, progress: Callable[[int, int], None] | None = None
-) -> VerifyReport:
-    """Check every file of the engine directory ``path``; change nothing.
+@dataclass
+class _Run:
+    """One verification run: the findings, the live notes, and what carries over
+    between runs of a live directory (sealed segments already verified)."""
 
-    Complexity: reads every byte once (one CRC32C pass per frame, one xxh3 per entry).
-    ``progress(done_bytes, total_bytes)`` is called as segments are scanned.
+    live: bool
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    sealed: dict[tuple[int, int, int, int, int], tuple[list[Finding], int, int]] = field(default_factory=dict)
+
+
+def verify(
+    path: str,
+    *,
+    fs: FileSystem | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    live: bool | None = None,
+) -> VerifyReport:
+    """Check every file of the engine directory ``path``; change nothing, take no lock.
+
+    ``live``: whether a writer may be at work in the directory (default: whether
+    one holds its lock now, ``segwal.fs.lock_held``; when that cannot be told,
+    True).  A live directory is read as of one manifest generation and read
+    again when the writer's work explains a finding (see the module docstring).
+
+    Complexity: reads every byte once (one CRC32C pass per frame, one xxh3 per
+    entry); a live directory's tail and key/value files again on each re-read,
+    its sealed segments once.  ``progress(done_bytes, total_bytes)`` is called
+    as segments are scanned.
     """
     fs = fs or OsFileSystem()
     path = os.path.abspath(path)
-    findings: list[Finding] = []
+    if live is None:
+        held = lock_held(fs, os.path.join(path, "LOCK"))
+        live = True if held is None else held
     mpath = os.path.join(path, MANIFEST_NAME)
-    data = read_file(fs, mpath)
+    run = _Run(live)
+    deadline = time.monotonic() + MAX_LIVE_WAIT
+    same = 0
+    while True:
+        data = read_file(fs, mpath)
+        run.findings, run.notes = [], []
+        report = _verify_once(fs, path, data, run, progress)
+        if not live or report.exit_status < 2:
+            return report
+        # Corruption in a live directory: damage, or the writer's work read half-done?
+        same = same + 1 if read_file(fs, mpath) == data else 0
+        if same >= 2 or time.monotonic() > deadline:
+            return report
+
+
+def _verify_once(
+    fs: FileSystem, path: str, data: bytes | None, run: _Run, progress: Callable[[int, int], None] | None
+) -> VerifyReport:
+    findings = run.findings
+    mpath = os.path.join(path, MANIFEST_NAME)
     if data is None:
         raise CorruptionError("not a segwal directory (no MANIFEST)", path=mpath)
     try:
         m = decode_manifest(data, mpath)
     except CorruptionError as e:
-        return VerifyReport((Finding(CORRUPTION, e.path, e.offset, None, e.reason),), 0, 0, len(data))
+        return VerifyReport((Finding(CORRUPTION, e.path, e.offset, None, e.reason),), 0, 0, len(data), run.live)
+    hard = read_file(fs, os.path.join(path, HARDSTATE_NAME))  # before the log: never newer than it
     names = fs.listdir(path)
     listed = {segment_name(s.seq) for s in m.segments} | {index_name(s.seq) for s in m.segments}
     for n in sorted(names):
         p = os.path.join(path, n)
         if n.endswith(TMP_SUFFIX):
-            findings.append(Finding(RECOVERABLE, p, None, None, "stray temporary file (removed at open)"))
+            if run.live:
+                run.notes.append(f"{p}: a file the writer is replacing")
+            else:
+                findings.append(Finding(RECOVERABLE, p, None, None, "stray temporary file (removed at open)"))
         elif (n.endswith(".wal") or n.endswith(".idx")) and n not in listed:
-            findings.append(Finding(RECOVERABLE, p, None, None, "segment file not in the manifest (removed at open)"))
+            if run.live:
+                run.notes.append(f"{p}: a segment file the writer is creating or removing")
+            else:
+                findings.append(Finding(RECOVERABLE, p, None, None, "segment file not in the manifest (removed at open)"))
     _check_manifest_shape(m, mpath, findings)
     sizes = {}
     for s in m.segments:
         sp = os.path.join(path, segment_name(s.seq))
         sizes[s.seq] = 0
-        if fs.exists(sp):
+        try:
             fh = fs.open(sp, readonly=True)
-            sizes[s.seq] = fh.size()
-            fh.close()
+        except FileNotFoundError:
+            continue
+        sizes[s.seq] = fh.size()
+        fh.close()
     total = sum(sizes.values())
     done = 0
     entries = 0
     log_last = m.purge.index if m.purge is not None else 0
     for k, s in enumerate(m.segments):
         is_tail = k == len(m.segments) - 1
-        live, last = _verify_segment(fs, path, m, s, is_tail, findings)
+        key = (s.seq, s.uid, s.base, s.last, m.purge.index if m.purge is not None else 0)
+        if not is_tail and key in run.sealed:
+            found, live, last = run.sealed[key]  # verified by an earlier run: sealed segments never change
+            findings.extend(found)
+        else:
+            mark = len(findings)
+            live, last = _verify_segment(fs, path, m, s, is_tail, findings, run)
+            if not is_tail:
+                run.sealed[key] = (findings[mark:], live, last)
         entries += live
         if is_tail:
             log_last = max(log_last, last)
         done += sizes[s.seq]
         if progress is not None:
             progress(done, total)
-    _verify_hard_state(fs, path, m, log_last, findings)
-    _verify_kv(fs, path, m, findings)
-    return VerifyReport(tuple(findings), len(m.segments), entries, total)
+    _verify_hard_state(path, hard, m, log_last, findings)
+    _verify_kv(fs, path, m, findings, run.live)
+    return VerifyReport(tuple(findings), len(m.segments), entries, total, run.live, tuple(run.notes))
 
 
 def _check_manifest_shape(m: Manifest, mpath: str, findings: list[Finding]) -> None:
@@ -156,16 +233,17 @@ def _check_manifest_shape(m: Manifest, mpath: str, findings: list[Finding]) -> N
 
 
 def _verify_segment(
-    fs: FileSystem, path: str, m: Manifest, s: object, is_tail: bool, findings: list[Finding]
+    fs: FileSystem, path: str, m: Manifest, s: object, is_tail: bool, findings: list[Finding], run: _Run
 ) -> tuple[int, int]:
     """Scan one segment fully; returns (live entries, last live index)."""
     seq, uid, base, mlast = s.seq, s.uid, s.base, s.last  # type: ignore[attr-defined]
     sp = os.path.join(path, segment_name(seq))
     ip = os.path.join(path, index_name(seq))
-    if not fs.exists(sp):
+    try:
+        f = fs.open(sp, readonly=True)
+    except FileNotFoundError:
         findings.append(Finding(CORRUPTION, sp, None, base, "segment listed in the manifest is missing"))
         return 0, base - 1
-    f = fs.open(sp, readonly=True)
     try:
         buf = f.pread(f.size(), 0)
     finally:
@@ -192,8 +270,17 @@ def _verify_segment(
     except CorruptionError as e:
         findings.append(Finding(CORRUPTION, sp, e.offset, e.index, e.reason))
         return 0, base - 1
+    if is_tail and run.live and not corrupt:
+        busy = len(bytes(buf[end:]).rstrip(b"\0"))
+        run.notes.append(
+            f"tail {sp} (live): verified up to offset {end}, entries up to {last}; "
+            + (f"the {busy} bytes after it were being written (a torn tail if the writer stopped)" if busy
+               else "nothing written after it yet")
+        )
     if torn or corrupt:
-        if is_tail and not corrupt:
+        if is_tail and not corrupt and run.live:
+            pass  # the writer's frame in progress: the live note above says so
+        elif is_tail and not corrupt:
             findings.append(Finding(RECOVERABLE, sp, end, last + 1, "torn tail (cut at open)"))
         else:
             hi = max((fh.first_index + fh.count - 1 for _, fh in later if fh.kind == KIND_ENTRIES), default=None)
@@ -225,7 +312,11 @@ def _verify_segment(
                         f"damaged batch {first}..{first + count - 1}: its live entries verify one by one "
                         "(the damage is in cut entries or padding)")
             )
+    mark = len(findings)
     _verify_index(fs, ip, seq, uid, base, offs[:n], is_tail, findings)
+    if is_tail and run.live and len(findings) > mark:
+        run.notes.extend(f"{ip}: {f.message} (a checkpoint in progress)" for f in findings[mark:])
+        del findings[mark:]
     return max(0, n - (lo - base)), last_live
 
 
@@ -280,10 +371,12 @@ def _verify_index(
         )
 
 
-def _verify_hard_state(fs: FileSystem, path: str, m: Manifest, log_last: int, findings: list[Finding]) -> None:
+def _verify_hard_state(path: str, data: bytes | None, m: Manifest, log_last: int, findings: list[Finding]) -> None:
     hp = os.path.join(path, HARDSTATE_NAME)
-    data = read_file(fs, hp)
     if data is None:
+        if m.hard_state_saved:
+            findings.append(Finding(CORRUPTION, hp, None, None,
+                                    "hard state is missing: the manifest records that one was saved"))
         return
     try:
         hs = decode_hard_state(data, hp)
@@ -296,15 +389,15 @@ def _verify_hard_state(fs: FileSystem, path: str, m: Manifest, log_last: int, fi
         )
 
 
-def _verify_kv(fs: FileSystem, path: str, m: Manifest, findings: list[Finding]) -> None:
+def _verify_kv(fs: FileSystem, path: str, m: Manifest, findings: list[Finding], live: bool) -> None:
     kvdir = os.path.join(path, "kv")
-    if not fs.exists(kvdir):
+    if not fs.exists(kvdir) and not m.kv_files:
         return
     from segwal.kv import KVStore
 
     try:  # every frame of every record file, not only those after the key index's checkpoint
         kv = KVStore.open(fs, kvdir, engine_id=m.engine_id, generation=m.kv_generation, sync=False, readonly=True,
-                          use_index=False)
+                          files=m.kv_files, use_index=False)
     except CorruptionError as e:
         findings.append(Finding(CORRUPTION, e.path, e.offset, None, e.reason))
         return
@@ -323,7 +416,7 @@ def _verify_kv_index(fs: FileSystem, kvdir: str, m: Manifest, full: Any, finding
     if not fs.exists(ip):
         return
     with_index = KVStore.open(fs, kvdir, engine_id=m.engine_id, generation=m.kv_generation, sync=False,
-                              readonly=True)
+                              readonly=True, files=m.kv_files)
     try:
         kd = with_index._kd
         if getattr(kd, "table", None) is None:

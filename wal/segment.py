@@ -128,7 +128,7 @@ class SegmentFile:
         self.durable = 0
         self.capacity = file.size()
         self.prealloc = prealloc
-        self.map: mmap.mmap | None = file.map()
+        self.map: mmap.mmap | bytes | None = file.map()
         #: Guards ``end``/``capacity`` against a :class:`~segwal.wal.prealloc.Preallocator`
         #: writing zeros ahead of the writer.
         self.lock = threading.Lock()
@@ -222,6 +222,18 @@ class SegmentFile:
         to the garbage collector, so a concurrent reader holding one is safe."""
         self.capacity = self.file.size()
         self.map = self.file.map()
+
+    def snapshot(self) -> None:
+        """Serve reads from a private copy of the file's bytes instead of a shared map.
+
+        For a reader of a file that another process writes: that writer may shrink
+        it (trim at seal or close, cut a torn tail at open), and a shared map's
+        pages past the new end would then fault (SIGBUS); a copy never changes.
+        Durability: none (reads only).  O(file size): one pread.
+        """
+        data = self.file.pread(self.file.size(), 0)
+        self.capacity = len(data)
+        self.map = data or None
 
     # -- writing -------------------------------------------------------------
 
@@ -372,7 +384,7 @@ class SegmentFile:
         """Close a file no reader ever saw (its creation or first write failed),
         its map included, so nothing of it outlives the call.  O(1)."""
         m, self.map = self.map, None
-        if m is not None:
+        if m is not None and not isinstance(m, bytes):
             try:
                 m.close()
             except (BufferError, ValueError):
