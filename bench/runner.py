@@ -28,7 +28,7 @@ from .peers import ALL_PEERS, make_peer
 from .report import Results, evaluate_targets, format_summary, format_tables, format_targets
 from .workloads import SIZES, WORKLOADS, Config, Ctx
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # In a source checkout results go to bench/results; an installed copy writes to ./bench-results.

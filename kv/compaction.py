@@ -32,7 +32,7 @@ from segwal.wal.segment import SegmentFile
 if TYPE_CHECKING:
     from segwal.kv.store import KVStore
 
-__all__ = ["COMPACT_CHUNK", "compact_store", "auto_compact"]
+__all__ = ["COMPACT_CHUNK", "auto_compact", "compact_store"]
 
 log = logging.getLogger("segwal.kv")
 

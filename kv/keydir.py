@@ -96,7 +96,7 @@ class KeyDir:
     call :meth:`get` concurrently (dict reads and the immutable table).
     """
 
-    __slots__ = ("over", "table", "n", "retired")
+    __slots__ = ("n", "over", "retired", "table")
 
     def __init__(self, table: KeyTable | None = None, n: int = 0) -> None:
         self.over: dict[bytes, Loc | None] = {}

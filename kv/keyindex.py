@@ -186,8 +186,21 @@ class KeyTable:
     (:meth:`rows`) and file systems without descriptors (tests).
     """
 
-    __slots__ = ("path", "head", "mask", "phys", "q", "sums", "ok", "segs", "readers", "_buf", "_so", "_pread",
-                 "_fio")
+    __slots__ = (
+        "_buf",
+        "_fio",
+        "_pread",
+        "_so",
+        "head",
+        "mask",
+        "ok",
+        "path",
+        "phys",
+        "q",
+        "readers",
+        "segs",
+        "sums",
+    )
 
     def __init__(self, path: str, head: IndexHeader, buf: Any, sums: Any, segs: dict[int, SegmentFile],
                  fio: Any = None) -> None:
@@ -297,12 +310,59 @@ class KeyTable:
         return (seg, koff + klen, koff + klen + vlen, chk)
 
     def value(self, key: bytes) -> bytes | None:
-        """The value of ``key``, or ``None``, its xxh3 checked (one probe, one record read).
+        """The value of ``key``, or ``None``, its xxh3 checked.  O(1) expected: one
+        ``pread`` of up to four slots (the probed block's first use reads and verifies
+        all of it), one ``pread`` of the record, one key comparison.
+
+        The hot path of :meth:`KVStore.get`: written flat (no helper calls), it
+        costs two system calls and about a microsecond of Python.
 
         Raises:
             IndexDamaged: a probed block fails its checksum.
             CorruptionError: the record is damaged (file, offset of the key or value).
         """
+        pr = self._pread
+        readers = self.readers
+        if pr is None or readers is None:
+            return self._value_mapped(key)
+        h = _xxh3(key)
+        i = h & self.mask
+        ok = self.ok
+        so = self._so
+        while True:
+            b = i >> 7
+            if not ok[b]:
+                self._slots(i)  # reads and verifies the whole block once
+            n = min(((b + 1) << 7) - i, 4)
+            raw = pr(n * SLOT, so + i * SLOT)
+            if len(raw) != n * SLOT:
+                raise IndexDamaged(self.path, so + i * SLOT)
+            for h0, w1, w2, chk in _SLOT.iter_unpack(raw):
+                if w1 == 0:
+                    return None
+                if h0 != h:
+                    continue
+                read = readers.get(w1 & 0xFFFFFFFF)
+                if read is None:
+                    raise IndexDamaged(self.path, so + i * SLOT)
+                koff = w1 >> 32
+                klen = w2 & 0xFFFFFFFF
+                rec = read(klen + (w2 >> 32), koff)
+                if rec[:klen] == key:
+                    v = rec[klen:]
+                    if _xxh3(v) != chk:
+                        seg = self.segs[w1 & 0xFFFFFFFF]
+                        raise CorruptionError("key/value value checksum mismatch", path=seg.path,
+                                              offset=koff + klen)
+                    return v
+                if _xxh3(rec[:klen]) != h:
+                    seg = self.segs[w1 & 0xFFFFFFFF]
+                    raise CorruptionError("key/value record key does not match the key index", path=seg.path,
+                                          offset=koff)
+            i += n
+
+    def _value_mapped(self, key: bytes) -> bytes | None:
+        """:meth:`value` through the maps (file systems without descriptors)."""
         f = self._find(key)
         if f is None:
             return None

@@ -65,7 +65,7 @@ from segwal.wal.format import FRAME_HEADER_SIZE, KIND_KV, SEGMENT_HEADER_SIZE, a
 from segwal.wal.prealloc import Preallocator
 from segwal.wal.segment import SegmentFile
 
-__all__ = ["KVStore", "KVStats"]
+__all__ = ["KVStats", "KVStore"]
 
 log = logging.getLogger("segwal.kv")
 
@@ -85,31 +85,31 @@ class KVStore:
     """
 
     __slots__ = (
-        "_fs",
+        "_active",
+        "_applied",
+        "_closed",
+        "_commit",
+        "_dead",
         "_dir",
         "_engine_id",
-        "_gen",
-        "_sync",
         "_file_size",
-        "_readonly",
-        "_prealloc",
-        "_min_dead",
-        "_ratio",
-        "_kd",
         "_files",
-        "_active",
-        "_live",
-        "_dead",
-        "_applied",
-        "_poisoned",
-        "_closed",
-        "_wlock",
-        "_pa",
-        "_tracked",
-        "_commit",
-        "_last_off",
+        "_fs",
+        "_gen",
         "_index_every",
         "_index_min",
+        "_kd",
+        "_last_off",
+        "_live",
+        "_min_dead",
+        "_pa",
+        "_poisoned",
+        "_prealloc",
+        "_ratio",
+        "_readonly",
+        "_sync",
+        "_tracked",
+        "_wlock",
     )
     # Set by open() on the instance it builds (declared here for the type checker).
     _fs: FileSystem

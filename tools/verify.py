@@ -48,7 +48,7 @@ from segwal.wal.format import (
 from segwal.wal.reader import read_entries, read_entry
 from segwal.wal.segment import recover_tail
 
-__all__ = ["Finding", "VerifyReport", "verify", "replay_segment", "MAX_LIVE_WAIT"]
+__all__ = ["MAX_LIVE_WAIT", "Finding", "VerifyReport", "replay_segment", "verify"]
 
 #: Seconds verify keeps reading a live directory again while its writer changes it
 #: under every run, before it reports what the last run found.
