@@ -214,15 +214,16 @@ class KeyDir:
         return np.concatenate(parts) if parts else np.zeros((0, 4), dtype="<u8")
 
 
-def open_table(store: KVStore, segs: dict[int, SegmentFile]) -> KeyTable | str:
+def open_table(store: KVStore, segs: dict[int, SegmentFile], path: str | None = None) -> KeyTable | str:
     """The store's key index if it can be used with the record files ``segs``
     (opened, headers checked, not yet scanned), else why not.
 
     Usable means: its header and file list check out, every file it names is
     open with the same uid, and the frame ending at its covered offset is
-    there with the chain value it recorded.  O(files + blocks / 512).
+    there with the chain value it recorded.  O(files + blocks / 512).  ``path``:
+    another file than ``kv-G.index`` (a compaction's, before it is renamed).
     """
-    got = load_index(store._fs, store._dir, engine_id=store._engine_id, generation=store._gen)
+    got = load_index(store._fs, store._dir, engine_id=store._engine_id, generation=store._gen, path=path)
     if isinstance(got, str):
         return got
     head, buf, sums = got
@@ -246,7 +247,7 @@ def open_table(store: KVStore, segs: dict[int, SegmentFile]) -> KeyTable | str:
             fh = None
         if fh is None or fh.header_crc != head.covered_crc or head.last_frame_off + fh.frame_len != head.covered_off:
             return "covered frame does not match the file"
-    path = f"{store._dir}/{index_name(store._gen)}"
+    path = path or f"{store._dir}/{index_name(store._gen)}"
     fio = None
     if type(store._fs) is OsFileSystem:  # point reads by pread (see KeyTable); closed when the table is dropped
         try:

@@ -140,9 +140,11 @@ def build_table(rows: Any) -> tuple[int, Any]:
     return nslots, slots
 
 
-def write_index(fs: FileSystem, directory: str, head: IndexHeader, slots: Any) -> None:
+def write_index(fs: FileSystem, directory: str, head: IndexHeader, slots: Any, *, rename: bool = True) -> None:
     """Write ``kv-G.index`` (``.tmp``, fdatasync, rename; no directory fsync: a lost
-    rename leaves an older or no index, both safe).  O(table bytes).
+    rename leaves an older or no index, both safe).  O(table bytes).  With
+    ``rename=False`` the file is left as ``kv-G.index.tmp`` (a background
+    compaction renames it once its output is committed).
 
     Raises:
         OSError: the write failed (the caller logs it; the index is a cache).
@@ -169,7 +171,8 @@ def write_index(fs: FileSystem, directory: str, head: IndexHeader, slots: Any) -
             pass
         raise
     f.close()
-    fs.rename(tmp, final)
+    if rename:
+        fs.rename(tmp, final)
 
 
 class KeyTable:
@@ -413,14 +416,16 @@ class KeyTable:
             yield bytes(seg.buffer()[koff:ke]), (seg, ke, ke + (row[2] >> 32), row[3])
 
 
-def load_index(fs: FileSystem, directory: str, *, engine_id: int, generation: int) -> tuple[IndexHeader, Any, Any] | str:
+def load_index(
+    fs: FileSystem, directory: str, *, engine_id: int, generation: int, path: str | None = None
+) -> tuple[IndexHeader, Any, Any] | str:
     """Open ``kv-G.index``: ``(header, buffer, block sums)``, or why it cannot be used.
 
     Checks the magic, version, identity, the checksum over the header, file list
     and block sums, and the file's size; the slots are verified lazily
     (:class:`KeyTable`).  O(blocks): ~8 bytes read per 4 KiB of table.
     """
-    path = f"{directory}/{index_name(generation)}"
+    path = path or f"{directory}/{index_name(generation)}"
     if not fs.exists(path):
         return "missing"
     try:

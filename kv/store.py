@@ -46,7 +46,7 @@ from segwal.kv.codec import (
     encode_kv_body,
     validate_changes,
 )
-from segwal.kv.compaction import auto_compact, compact_store
+from segwal.kv.compaction import Compaction, auto_compact, start_compaction, stop_compaction
 from segwal.kv.files import (
     KVFile,
     Loc,
@@ -89,6 +89,7 @@ class KVStore:
         "_applied",
         "_closed",
         "_commit",
+        "_compaction",
         "_dead",
         "_dir",
         "_engine_id",
@@ -139,6 +140,7 @@ class KVStore:
         self._tracked: tuple[KVFile, ...] | None = None
         self._commit: Callable[[tuple[KVFile, ...]], None] | None = None
         self._last_off = SEGMENT_HEADER_SIZE  # start of the active file's last frame (the header: none)
+        self._compaction: Compaction | None = None  # running in the background
 
     # -- opening ---------------------------------------------------------------
 
@@ -388,7 +390,7 @@ class KVStore:
             frame_len = FRAME_HEADER_SIZE + align8(len(body))
             seg = self._active
             assert seg is not None
-            if seg.end > SEGMENT_HEADER_SIZE and seg.end + frame_len > self._file_size:
+            if seg.end > SEGMENT_HEADER_SIZE and seg.end + frame_len > self._file_size and self._compaction is None:
                 seg = self._rollover()
             off = seg.end
             prev_crc = seg.last_crc
@@ -427,7 +429,7 @@ class KVStore:
             if dead > self._min_dead and dead > self._ratio * (self._live + dead):
                 auto_compact(self)
             kd = self._kd
-            if isinstance(kd, KeyDir) and len(kd.over) >= self._index_every and (
+            if isinstance(kd, KeyDir) and self._compaction is None and len(kd.over) >= self._index_every and (
                 kd.table is None or len(kd.over) >= kd.table.head.nkeys // 4
             ):
                 self._checkpoint()
@@ -527,22 +529,24 @@ class KVStore:
     # -- compaction --------------------------------------------------------------
 
     def compact(self) -> None:
-        """Rewrite the live data into one new file and delete the old files.
-
-        Commit point: the rename of ``kv-G-S.tmp`` (complete and fdatasynced) to
-        ``kv-G-S.merged`` followed by an fsync of the directory; the new file
-        carries ``last_applied``.  Readers keep using the old files until the
-        key directory is switched in one assignment.  The new file becomes the
-        active file.  Complexity: O(live bytes).
+        """Rewrite the live data into one new file and delete the old files; returns
+        when done.  Writers wait only for its first and last steps (a rollover, then
+        the switch: O(keys applied meanwhile)); the rewrite runs in a background
+        thread (``kv/compaction.py``).  Commit point: the manifest write listing
+        the new file (docs/format-kv.md, "Compaction").  Complexity: O(live bytes).
 
         Raises:
             OutOfSpaceError / StorageIOError: the new file could not be written;
                 the old files stay in use, nothing lost.
-            SyncError: the directory fsync after the rename failed; poisoned.
+            SyncError: a sync or the manifest write failed; poisoned.
         """
         with self._wlock:
             self._writable()
-            compact_store(self)
+            c = start_compaction(self)
+        if c is not None:
+            stop_compaction(self, wait_only=True)
+            if c.error is not None:
+                raise c.error
 
     # -- closing ---------------------------------------------------------------
 
@@ -551,8 +555,9 @@ class KVStore:
         whole file, so later damage anywhere in it is corruption, not a torn
         tail), and release the files.  Idempotent.  A poisoned or read-only store,
         or ``clean=False`` (the engine around it is poisoned), is released
-        without writing.
+        without writing.  A compaction running in the background is stopped first.
         """
+        stop_compaction(self)
         with self._wlock:
             if self._closed:
                 return
