@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from segwal.errors import CorruptionError
 from segwal.kv.files import KVFile, create_file, open_file, scan_file, select_files, select_tracked, torn_creation
 from segwal.kv.keydir import KeyDir, open_table, replay
-from segwal.kv.keyindex import KeyTable, index_name
+from segwal.kv.keyindex import IndexDamaged, KeyTable, index_name
 from segwal.wal.format import SEGMENT_HEADER_SIZE
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
@@ -32,7 +32,28 @@ _INDEX = re.compile(r"^kv-([0-9a-f]{16})\.index(\.tmp)?$")
 
 
 def recover_store(self: KVStore, keep_others: bool = False, use_index: bool = True) -> None:
-    """Open ``self``'s files and replay them (the body of :meth:`KVStore.open`).
+    """Open ``self``'s files and replay them (the body of :meth:`KVStore.open`); a key
+    index found damaged while replaying over it is dropped (WARNING) and the
+    files are replayed again without it (the index is a cache).
+
+    Raises:
+        CorruptionError: a listed file missing, stale, of the wrong size or damaged.
+        StorageIOError: an I/O call failed.
+    """
+    try:
+        _recover(self, keep_others, use_index)
+    except IndexDamaged as e:
+        log.warning("%s; replaying the record files without it", e)
+        for seg in self._files:
+            seg.file.close()
+        self._files, self._active, self._last_off = [], None, SEGMENT_HEADER_SIZE
+        if not self._readonly:
+            self._discard(index_name(self._gen))
+        _recover(self, keep_others, False)
+
+
+def _recover(self: KVStore, keep_others: bool, use_index: bool) -> None:
+    """The body of :func:`recover_store`.
 
     With a usable key index (:func:`segwal.kv.keydir.open_table`), files below
     the position it covers are checked by size only and only the frames after
