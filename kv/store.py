@@ -358,8 +358,8 @@ class KVStore:
             self._writable()
             kd = self._kd
             assert isinstance(kd, KeyDir)
-            try:
-                olds: list[Any] = list(map(kd.get, keys))
+            try:  # without a key index every key is in the overlay: one C-level pass
+                olds: list[Any] = list(map(kd.over.get if kd.table is None else kd.get, keys))
             except IndexDamaged as e:
                 kd = self._index_damaged(e, locked=True)
                 olds = list(map(kd.get, keys))
