@@ -38,16 +38,15 @@ import numpy as np
 import xxhash
 
 from segwal.errors import CorruptionError, StorageIOError, SyncError
-from segwal.kv.codec import BODY_HEAD_SIZE, FLAG_COMPACT_END, REC_TABLE, encode_kv_body
+from segwal.kv.codec import BODY_HEAD_SIZE, FLAG_COMPACT_END, REC_TABLE, TOMBSTONE, decode_kv_body, encode_kv_body
 from segwal.kv.files import Loc, file_name, move_zeroing, read_locs
-from segwal.kv.keydir import KeyDir, open_table, replay
+from segwal.kv.keydir import KeyDir, open_table
 from segwal.kv.keyindex import IndexHeader, build_table, index_name, write_index
 from segwal.types import LogId
 from segwal.wal.format import (
     FRAME_HEADER_SIZE,
     KIND_KV,
     SEGMENT_HEADER_SIZE,
-    decode_frame_header,
     encode_frame,
     scan_frames,
 )
@@ -62,6 +61,9 @@ log = logging.getLogger("segwal.kv")
 
 #: Bytes of live records per frame written by a compaction.
 COMPACT_CHUNK: Final = 1 << 20
+#: Rounds of catching up without the lock, and the size of a round under which the next is the locked one.
+CATCH_UP_ROUNDS: Final = 8
+CATCH_UP_DONE: Final = 64 << 10
 
 
 def auto_compact(store: KVStore) -> None:
@@ -220,7 +222,7 @@ class _Aborted(Exception):
 class Compaction:
     """A compaction running in the background (``store._compaction`` while it runs)."""
 
-    __slots__ = ("abort", "applied", "crc", "error", "kd", "last", "old", "pos", "seq", "snap", "src", "thread")
+    __slots__ = ("abort", "applied", "crc", "dead0", "error", "kd", "last", "old", "pos", "seq", "snap", "src", "thread")
 
     def __init__(self, store: KVStore, kd: KeyDir) -> None:
         act = store._active
@@ -234,6 +236,7 @@ class Compaction:
         self.crc = act.last_crc  # the chain value at pos
         self.seq = act.seq + 1  # the sequence of the output
         self.applied = store._applied
+        self.dead0 = store._dead
         self.abort = False
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
@@ -327,10 +330,11 @@ def _run(store: KVStore, c: Compaction) -> None:
             new.over.update(new_kd)
         new_kd = {}
         acc: list[Any] = [live, 0, c.applied]
-        for _ in range(2):  # catch up what writers appended meanwhile, without the lock
+        for _ in range(CATCH_UP_ROUNDS):  # catch up what writers appended meanwhile, without the lock
             if c.abort:
                 raise _Aborted
-            _catch_up(c, seg, new, acc)
+            if _catch_up(c, seg, new, acc) <= CATCH_UP_DONE:
+                break
         seg.sync()
         fs.rename(tmp, final)  # the name is durable before a manifest lists it
         renamed = True
@@ -340,11 +344,18 @@ def _run(store: KVStore, c: Compaction) -> None:
             if store._closed or store._poisoned is not None or store._kd is not c.kd or c.abort:
                 raise _Aborted
             _catch_up(c, seg, new, acc)  # the last batches: O(bytes appended since the last round)
-            seg.sync()
+            if seg.durable < seg.end:
+                seg.sync()
             committing = True
             store._commit_files(seg.end, [seg])  # the commit point
             committing = False
             _switch(store, c, seg, new, acc, itmp if wrote_index else None)
+        try:  # unlisted now: removed without the lock (open removes them too)
+            for old in c.old:
+                fs.unlink(old.path)
+            fs.fsync_dir(store._dir)
+        except OSError as e:
+            log.warning("key/value compaction in %s: removing old files failed (retried at open): %s", store._dir, e)
     except BaseException as e:  # noqa: BLE001 - reported by compact() or logged; the old files stay in use
         if seg is not None:
             seg.discard()
@@ -362,9 +373,10 @@ def _run(store: KVStore, c: Compaction) -> None:
             log.warning("key/value compaction in %s failed, will retry later: %s", store._dir, e)
 
 
-def _catch_up(c: Compaction, seg: SegmentFile, new: KeyDir, acc: list[Any]) -> None:
+def _catch_up(c: Compaction, seg: SegmentFile, new: KeyDir, acc: list[Any]) -> int:
     """Copy the frames appended to the source file since ``c.pos`` to the output (the
-    same bodies) and replay them into ``new``.  O(bytes appended).
+    same bodies) and lay their changes over ``new``; returns the bytes copied.
+    O(bytes appended): no lookup per key (the switch takes the key count from the store).
 
     Raises:
         CorruptionError: a frame appended meanwhile does not read back.
@@ -374,21 +386,31 @@ def _catch_up(c: Compaction, seg: SegmentFile, new: KeyDir, acc: list[Any]) -> N
         end = src.end
         buf = src.buffer()
     if end <= c.pos:
-        return
+        return 0
     res = scan_frames(buf, c.pos, c.crc, end)
     if res.end != end:
         raise CorruptionError("frame appended during compaction does not read back", path=src.path, offset=res.end)
+    over = new.over
+    keep_deletes = new.table is not None  # a marker must shadow the table's entry
     for off, fh in res.frames:
+        if fh.kind != KIND_KV:
+            raise CorruptionError(f"frame of kind {fh.kind} in a key/value file", path=src.path, offset=off)
         body = bytes(buf[off + FRAME_HEADER_SIZE : off + fh.frame_len])
         at = seg.end
         seg.append(encode_frame(KIND_KV, 0, body, offset=at, durable=0, prev_crc=seg.last_crc, count=fh.count))
-        out = seg.buffer()
-        nfh = decode_frame_header(out, at)
-        if nfh is None:  # pragma: no cover - it was just written
-            raise CorruptionError("compaction output does not read back", path=seg.path, offset=at)
-        replay(new, acc, seg, out, at, nfh)
+        kb = decode_kv_body(seg.buffer(), at + FRAME_HEADER_SIZE, at + fh.frame_len, fh.count, seg.path)
+        for k, vs, ve, vl, chk in zip(kb.keys, kb.vstarts, kb.vends, kb.vlens, kb.checks):
+            if vl != TOMBSTONE:
+                over[k] = (seg, vs, ve, chk)
+            elif keep_deletes:
+                over[k] = None
+            else:
+                over.pop(k, None)
+        if kb.applied is not None:
+            acc[2] = kb.applied
         c.last = at
     c.pos, c.crc = end, res.last_crc
+    return end - res.frames[0][0] if res.frames else 0
 
 
 def _switch(store: KVStore, c: Compaction, seg: SegmentFile, new: KeyDir, acc: list[Any], itmp: str | None) -> None:
@@ -412,16 +434,12 @@ def _switch(store: KVStore, c: Compaction, seg: SegmentFile, new: KeyDir, acc: l
     store._files = [seg]
     store._active = seg
     store._last_off = c.last
-    store._live, store._dead, store._applied = acc[0], acc[1], acc[2]
+    new.n = len(kd)  # the store's count is exact; the copy laid changes over without lookups
+    store._dead = max(0, store._dead - c.dead0)  # dead since the snapshot: now in the output
+    store._applied = acc[2]
     move_zeroing(store._pa, None, seg, store._file_size)
-    try:
-        for old in c.old:
-            fs.unlink(old.path)
-        if itmp is None:
-            store._discard(index_name(store._gen))  # it pointed into the files just removed
-        fs.fsync_dir(store._dir)
-    except OSError as e:
-        log.warning("key/value compaction in %s: removing old files failed (retried at open): %s", store._dir, e)
+    if itmp is None:
+        store._discard(index_name(store._gen))  # it pointed into the files about to be removed
 
 
 def _chunk(seg: SegmentFile, keys: list[bytes], locs: list[Loc], new_kd: dict[bytes, Loc], rows: list[Any],

@@ -409,11 +409,13 @@ class KeyTable:
 
     def items(self) -> Iterator[tuple[bytes, tuple[SegmentFile, int, int, int]]]:
         """``(key, loc)`` of every key in the table, keys read from the record files.  O(keys)."""
-        for row in self.rows().tolist():
-            seg = self.segs[row[1] & 0xFFFFFFFF]
-            koff = row[1] >> 32
-            ke = koff + (row[2] & 0xFFFFFFFF)
-            yield bytes(seg.buffer()[koff:ke]), (seg, ke, ke + (row[2] >> 32), row[3])
+        rows = self.rows()
+        for i in range(0, len(rows), 4096):  # small slices: a background reader never holds the GIL long
+            for row in rows[i : i + 4096].tolist():
+                seg = self.segs[row[1] & 0xFFFFFFFF]
+                koff = row[1] >> 32
+                ke = koff + (row[2] & 0xFFFFFFFF)
+                yield bytes(seg.buffer()[koff:ke]), (seg, ke, ke + (row[2] >> 32), row[3])
 
 
 def load_index(
