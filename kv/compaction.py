@@ -243,6 +243,25 @@ class Compaction:
         self.last = SEGMENT_HEADER_SIZE  # start of the output's last frame
 
 
+def compact_now(store: KVStore) -> None:
+    """The body of :meth:`KVStore.compact`: wait for a background key index checkpoint,
+    start the compaction, wait for it, raise its error.  Call without the lock."""
+    from segwal.kv.keydir import stop_checkpoint
+
+    while True:
+        stop_checkpoint(store, wait_only=True)
+        with store._wlock:
+            store._writable()
+            if store._ckpt is not None:
+                continue
+            c = start_compaction(store)
+            break
+    if c is not None:
+        stop_compaction(store, wait_only=True)
+        if c.error is not None:
+            raise c.error
+
+
 def start_compaction(store: KVStore) -> Compaction | None:
     """Start compacting ``store`` in a thread (caller holds the write lock, store
     writable): O(overlay), the snapshot of the key directory.  Returns it, or the
@@ -250,6 +269,8 @@ def start_compaction(store: KVStore) -> Compaction | None:
     here by :func:`compact_store`)."""
     if store._compaction is not None:
         return store._compaction
+    if store._ckpt is not None:  # a key index is being written: a later apply starts it
+        return None
     if store._commit is None:
         compact_store(store)
         return None

@@ -13,6 +13,7 @@ readers holding the old one keep a consistent view.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -38,7 +39,25 @@ from segwal.wal.segment import SegmentFile
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from segwal.kv.store import KVStore
 
-__all__ = ["KVStats", "KeyDir", "Refusing", "checkpoint_store", "index_damaged", "open_table", "publish_slow", "rebuild_keydir", "replay"]
+__all__ = [
+    "BG_CHECKPOINT_KEYS",
+    "Checkpoint",
+    "KVStats",
+    "KeyDir",
+    "Refusing",
+    "checkpoint_store",
+    "index_damaged",
+    "maybe_checkpoint",
+    "open_table",
+    "publish_slow",
+    "rebuild_keydir",
+    "replay",
+    "stop_checkpoint",
+]
+
+#: A key index of at least this many keys is built and written in a background thread
+#: (:func:`maybe_checkpoint`); a smaller one under the write lock (milliseconds).
+BG_CHECKPOINT_KEYS = 1 << 16
 
 log = logging.getLogger("segwal.kv")
 
@@ -305,6 +324,106 @@ def checkpoint_store(store: KVStore, *, closing: bool = False) -> None:
         _checkpoint(store)
     except IndexDamaged as e:
         index_damaged(store, e)
+
+
+class Checkpoint:
+    """A key index being written in the background (``store._ckpt`` while it runs)."""
+
+    __slots__ = ("abort", "changed", "head", "kd", "segs", "snap", "thread")
+
+    def __init__(self, store: KVStore, kd: KeyDir) -> None:
+        act = store._active
+        assert act is not None
+        self.kd = kd  # the key directory it folds (the switch needs the same one)
+        self.snap = KeyDir(kd.table, kd.n)  # the table and a copy of the overlay
+        self.snap.over = dict(kd.over)
+        self.segs = {f.seq: f for f in store._files}
+        self.head = (act.seq, act.end, store._last_off, act.last_crc, tuple((f.seq, f.uid) for f in store._files),
+                     store._live, store._dead, store._applied)
+        self.changed: list[bytes] = []  # keys applied since (KVStore.apply appends)
+        self.abort = False
+        self.thread: threading.Thread | None = None
+
+
+def maybe_checkpoint(store: KVStore) -> None:
+    """Write the key index after an ``apply`` that changed enough keys (caller holds
+    the write lock): under the lock for a store of fewer than :data:`BG_CHECKPOINT_KEYS`
+    keys, else in a thread that builds and writes it from a snapshot (the lock is
+    held for a flush and the O(overlay) copy, then for the switch: O(keys applied
+    meanwhile)).  The commit point is the rename, as for :func:`checkpoint_store`."""
+    kd = store._kd
+    if len(kd) < BG_CHECKPOINT_KEYS:
+        checkpoint_store(store)
+        return
+    if store._last_off < 0 or store._poisoned is not None or not isinstance(kd, KeyDir):
+        return
+    act = store._active
+    if act is None or act.seq >= 1 << 32:
+        return
+    store._flush()  # the index covers durable frames only
+    c = Checkpoint(store, kd)
+    store._ckpt = c
+    c.thread = threading.Thread(target=_run_checkpoint, args=(store, c), name="segwal-kv-checkpoint", daemon=True)
+    c.thread.start()
+
+
+def stop_checkpoint(store: KVStore, *, wait_only: bool = False) -> None:
+    """Wait for a background checkpoint (asking it to stop unless ``wait_only``).  Without the lock."""
+    c = store._ckpt
+    if c is None or c.thread is None or c.thread is threading.current_thread():
+        return
+    if not wait_only:
+        c.abort = True
+    c.thread.join()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _run_checkpoint(store: KVStore, c: Checkpoint) -> None:
+    fs = store._fs
+    final = f"{store._dir}/{index_name(store._gen)}"
+    tmp = final + ".tmp"
+    wrote = False
+    try:
+        rows = c.snap.rows()
+        nslots, slots = build_table(rows)
+        head = IndexHeader(store._engine_id, store._gen, nslots, len(slots), len(rows), *c.head)
+        del rows
+        if c.abort:
+            raise _Stop
+        write_index(fs, store._dir, head, slots, rename=False)
+        wrote = True
+        del slots
+        got = open_table(store, c.segs, path=tmp)
+        if isinstance(got, str):
+            raise OSError(f"key index unusable right after writing it ({got})")
+        with store._wlock:
+            kd = store._kd
+            if store._closed or store._poisoned is not None or kd is not c.kd or c.abort:
+                raise _Stop
+            fs.rename(tmp, final)  # the commit point
+            wrote = False
+            got.path = final
+            new = KeyDir(got, kd.n)
+            over = kd.over
+            for k in c.changed:  # applied meanwhile: laid over the table (None shadows a deleted key)
+                new.over[k] = over.get(k)
+            new.retired = kd.retired
+            store._ckpt = None
+            store._kd = new  # readers switch here
+    except BaseException as e:  # noqa: BLE001 - the index is a cache: logged, the store goes on with its overlay
+        if wrote:
+            try:
+                fs.unlink(tmp)
+            except OSError:
+                pass
+        with store._wlock:
+            if store._ckpt is c:
+                store._ckpt = None
+        if not isinstance(e, _Stop):
+            log.warning("key index of %s not written in the background (%s)", store._dir, e)
 
 
 def index_damaged(store: KVStore, e: IndexDamaged) -> KeyDir:

@@ -23,6 +23,7 @@ a crash never leaves such a half state.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import threading
@@ -46,7 +47,7 @@ from segwal.kv.codec import (
     encode_kv_body,
     validate_changes,
 )
-from segwal.kv.compaction import Compaction, auto_compact, start_compaction, stop_compaction
+from segwal.kv.compaction import Compaction, auto_compact, compact_now, stop_compaction
 from segwal.kv.files import (
     KVFile,
     Loc,
@@ -57,7 +58,17 @@ from segwal.kv.files import (
     seal_file,
     write_clean_end,
 )
-from segwal.kv.keydir import KeyDir, KVStats, Refusing, checkpoint_store, index_damaged, publish_slow
+from segwal.kv.keydir import (
+    Checkpoint,
+    KeyDir,
+    KVStats,
+    Refusing,
+    checkpoint_store,
+    index_damaged,
+    maybe_checkpoint,
+    publish_slow,
+    stop_checkpoint,
+)
 from segwal.kv.keyindex import IndexDamaged
 from segwal.kv.opening import recover_store
 from segwal.types import LogId
@@ -87,6 +98,7 @@ class KVStore:
     __slots__ = (
         "_active",
         "_applied",
+        "_ckpt",
         "_closed",
         "_commit",
         "_compaction",
@@ -141,6 +153,7 @@ class KVStore:
         self._commit: Callable[[tuple[KVFile, ...]], None] | None = None
         self._last_off = SEGMENT_HEADER_SIZE  # start of the active file's last frame (the header: none)
         self._compaction: Compaction | None = None  # running in the background
+        self._ckpt: Checkpoint | None = None  # a key index being written in the background
 
     # -- opening ---------------------------------------------------------------
 
@@ -425,14 +438,16 @@ class KVStore:
                 publish_slow(self, seg, data, keys, vals, checks, olds)
             if applied is not None:
                 self._applied = applied
+            if self._ckpt is not None:
+                self._ckpt.changed.extend(keys)  # laid over the new index when it switches
             dead = self._dead
             if dead > self._min_dead and dead > self._ratio * (self._live + dead):
                 auto_compact(self)
             kd = self._kd
-            if isinstance(kd, KeyDir) and self._compaction is None and len(kd.over) >= self._index_every and (
+            if isinstance(kd, KeyDir) and not (self._compaction or self._ckpt) and len(kd.over) >= self._index_every and (
                 kd.table is None or len(kd.over) >= kd.table.head.nkeys // 4
             ):
-                self._checkpoint()
+                maybe_checkpoint(self)
             return prevs
 
     def _rollover(self) -> SegmentFile:
@@ -477,10 +492,8 @@ class KVStore:
         return new
 
     def _discard(self, name: str) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._fs.unlink(self._path(name))
-        except OSError:
-            pass
 
     def flush(self) -> None:
         """Make everything written before it durable (fdatasync of the active file).
@@ -529,24 +542,14 @@ class KVStore:
     # -- compaction --------------------------------------------------------------
 
     def compact(self) -> None:
-        """Rewrite the live data into one new file and delete the old files; returns
-        when done.  Writers wait only for its first and last steps (a rollover, then
-        the switch: O(keys applied meanwhile)); the rewrite runs in a background
-        thread (``kv/compaction.py``).  Commit point: the manifest write listing
-        the new file (docs/format-kv.md, "Compaction").  Complexity: O(live bytes).
+        """Rewrite the live data into one new file, delete the old files; returns when done.
+        The copy runs in a thread while writers go on (``kv/compaction.py``); commit
+        point: the manifest listing the new file (docs/format-kv.md).  O(live bytes).
 
         Raises:
-            OutOfSpaceError / StorageIOError: the new file could not be written;
-                the old files stay in use, nothing lost.
-            SyncError: a sync or the manifest write failed; poisoned.
+            OutOfSpaceError / StorageIOError / SyncError: as :meth:`apply`; nothing lost.
         """
-        with self._wlock:
-            self._writable()
-            c = start_compaction(self)
-        if c is not None:
-            stop_compaction(self, wait_only=True)
-            if c.error is not None:
-                raise c.error
+        compact_now(self)
 
     # -- closing ---------------------------------------------------------------
 
@@ -558,6 +561,7 @@ class KVStore:
         without writing.  A compaction running in the background is stopped first.
         """
         stop_compaction(self)
+        stop_checkpoint(self)
         with self._wlock:
             if self._closed:
                 return

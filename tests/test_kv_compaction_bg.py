@@ -215,3 +215,110 @@ def test_engine_compacting_in_the_background_survives_every_crash_state(
     report = harness.check_all(per_point=30, raise_on_failure=False, max_failures=5)
     assert report.explored > 300
     report.raise_if_failed()
+
+
+# -- the key index written in the background ----------------------------------------------
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_writers_go_on_during_a_background_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      first: bool) -> None:
+    """A checkpoint of a big store builds its table in a thread; changes applied
+    meanwhile (overwrites, deletes, new keys) are laid over it at the switch."""
+    from segwal.kv import keydir
+
+    monkeypatch.setattr(keydir, "BG_CHECKPOINT_KEYS", 0)
+    m = Manifest()
+    model: dict[bytes, bytes] = {}
+    rng = random.Random(7)
+    s = open_store(tmp_path, m, index_every=3000)
+    if not first:
+        s._checkpoint()  # an index is there: the next one folds a table and an overlay
+    held, go = threading.Event(), threading.Event()
+    real = keydir.build_table
+
+    def slow_build(rows: Any) -> Any:
+        held.set()
+        assert go.wait(30)
+        return real(rows)
+
+    monkeypatch.setattr(keydir, "build_table", slow_build)
+    fill(s, model, rng)  # passes index_every: starts the checkpoint thread
+    assert held.wait(30) and s._ckpt is not None
+    for n in range(10):  # applied while it builds: must not wait for it
+        ch: list[tuple[bytes, bytes | None]] = [(b"key-%05d" % rng.randrange(6000), b"late %d" % n) for _ in range(30)]
+        ch += [(b"key-%05d" % rng.randrange(6000), None) for _ in range(5)]
+        apply(s, model, ch, 500 + n)
+    check(s, model)
+    go.set()
+    s._ckpt.thread.join(60)  # type: ignore[union-attr]
+    assert s._ckpt is None and s._kd.table is not None  # type: ignore[union-attr]
+    check(s, model)
+    s.close(clean=False)  # a crash: the index and the frames after its checkpoint
+    for use_index in (True, False):
+        s = open_store(tmp_path, m, use_index=use_index)
+        assert (s._kd.table is not None) == use_index  # type: ignore[union-attr]
+        check(s, model)
+        s.close(clean=False)
+
+
+def test_close_during_a_background_checkpoint_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segwal.kv import keydir
+
+    monkeypatch.setattr(keydir, "BG_CHECKPOINT_KEYS", 0)
+    m = Manifest()
+    model: dict[bytes, bytes] = {}
+    s = open_store(tmp_path, m, index_every=3000)
+    held, go = threading.Event(), threading.Event()
+    real = keydir.build_table
+
+    def slow_build(rows: Any) -> Any:
+        held.set()
+        go.wait(30)
+        return real(rows)
+
+    monkeypatch.setattr(keydir, "build_table", slow_build)
+    fill(s, model, random.Random(8))
+    assert held.wait(30)
+    threading.Timer(0.05, go.set).start()
+    s.close()  # stops it, then writes the index itself (clean close)
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    s = open_store(tmp_path, m)
+    assert s._kd.table is not None  # type: ignore[union-attr]
+    check(s, model)
+    s.close()
+
+
+def test_background_checkpoint_survives_every_crash_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import segwal.kv.store as kvstore
+    from segwal.kv import keydir
+    from segwal.testing.pytest_plugin import CrashHarness
+
+    monkeypatch.setattr(kvstore, "INDEX_EVERY", 12)
+    monkeypatch.setattr(kvstore, "INDEX_MIN_KEYS", 0)
+    monkeypatch.setattr(keydir, "BG_CHECKPOINT_KEYS", 0)
+    held, go = threading.Event(), threading.Event()
+    real = keydir.build_table
+
+    def slow_build(rows: Any) -> Any:
+        held.set()
+        assert go.wait(30)
+        return real(rows)
+
+    monkeypatch.setattr(keydir, "build_table", slow_build)
+    harness = CrashHarness(tmp_path / "rec", max_states=None)
+    with harness.engine(segment_size=1024) as wal:
+        for b in range(4):
+            wal.apply([(b"k%d" % (b * 4 + i), b"%d-%d" % (b, i) * 5) for i in range(4)], LogId(1, b + 1))
+        assert held.wait(30)  # the 12th key started it
+        ckpt = wal._kv._ckpt
+        for b in range(4, 7):  # applied while it builds
+            wal.apply([(b"k%d" % (b % 5), b"late-%d" % b), (b"k%d" % ((b + 2) % 9), None)], LogId(1, b + 1))
+        go.set()
+        ckpt.thread.join(60)
+        wal.apply([(b"after", b"checkpoint")], LogId(1, 20))
+    names = {op.path.rsplit("/", 1)[-1] for op in harness.fs.ops}
+    assert "kv-0000000000000001.index.tmp" in names, sorted(names)
+    report = harness.check_all(per_point=30, raise_on_failure=False, max_failures=5)
+    assert report.explored > 200
+    report.raise_if_failed()
