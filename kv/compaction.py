@@ -40,7 +40,7 @@ import xxhash
 from segwal.errors import CorruptionError, StorageIOError, SyncError
 from segwal.kv.codec import BODY_HEAD_SIZE, FLAG_COMPACT_END, REC_TABLE, TOMBSTONE, decode_kv_body, encode_kv_body
 from segwal.kv.files import Loc, file_name, move_zeroing, read_locs
-from segwal.kv.keydir import KeyDir, open_table
+from segwal.kv.keydir import KeyDir, _Stop, commit_locks, open_table
 from segwal.kv.keyindex import IndexHeader, build_table, index_name, write_index
 from segwal.types import LogId
 from segwal.wal.format import (
@@ -245,24 +245,34 @@ class Compaction:
 
 def compact_now(store: KVStore) -> None:
     """The body of :meth:`KVStore.compact`: wait for a background key index checkpoint,
-    start the compaction, wait for it, raise its error.  Call without the lock."""
+    then run a compaction in the calling thread, holding no lock while it copies
+    (writers go on), and raise its error.  The caller may hold the engine's
+    (reentrant) write lock: the commit step takes it again."""
     from segwal.kv.keydir import stop_checkpoint
 
+    c: Compaction | None
     while True:
         stop_checkpoint(store, wait_only=True)
         with store._wlock:
             store._writable()
             if store._ckpt is not None:
                 continue
-            c = start_compaction(store)
+            if store._compaction is not None:
+                c = store._compaction
+                break
+            c = start_compaction(store, threaded=False)
             break
-    if c is not None:
+    if c is None:
+        return
+    if c.thread is not None:  # one started by an apply: wait for it
         stop_compaction(store, wait_only=True)
-        if c.error is not None:
-            raise c.error
+    else:
+        _run(store, c)
+    if c.error is not None:
+        raise c.error
 
 
-def start_compaction(store: KVStore) -> Compaction | None:
+def start_compaction(store: KVStore, *, threaded: bool = True) -> Compaction | None:
     """Start compacting ``store`` in a thread (caller holds the write lock, store
     writable): O(overlay), the snapshot of the key directory.  Returns it, or the
     one already running; ``None`` when the store has no manifest list (compacted
@@ -278,8 +288,9 @@ def start_compaction(store: KVStore) -> Compaction | None:
     assert isinstance(kd, KeyDir)
     c = Compaction(store, kd)
     store._compaction = c
-    c.thread = threading.Thread(target=_run, args=(store, c), name="segwal-kv-compaction", daemon=True)
-    c.thread.start()
+    if threaded:
+        c.thread = threading.Thread(target=_run, args=(store, c), name="segwal-kv-compaction", daemon=True)
+        c.thread.start()
     return c
 
 
@@ -287,11 +298,12 @@ def stop_compaction(store: KVStore, *, wait_only: bool = False) -> None:
     """Wait for a running compaction (asking it to stop first unless ``wait_only``).
     Call without the write lock (its last step takes it)."""
     c = store._compaction
-    if c is None or c.thread is None or c.thread is threading.current_thread():
+    if c is None:
         return
     if not wait_only:
-        c.abort = True
-    c.thread.join()
+        c.abort = True  # one run by a compact() caller stops at its next check
+    if c.thread is not None and c.thread is not threading.current_thread():
+        c.thread.join()
 
 
 def _run(store: KVStore, c: Compaction) -> None:
@@ -361,7 +373,7 @@ def _run(store: KVStore, c: Compaction) -> None:
         renamed = True
         seg.path = seg.file.path = final
         fs.fsync_dir(store._dir)
-        with store._wlock:
+        with commit_locks(store, lambda: c.abort):
             if store._closed or store._poisoned is not None or store._kd is not c.kd or c.abort:
                 raise _Aborted
             _catch_up(c, seg, new, acc)  # the last batches: O(bytes appended since the last round)
@@ -390,7 +402,7 @@ def _run(store: KVStore, c: Compaction) -> None:
             if committing and isinstance(e, SyncError):
                 store._poison(e)
         c.error = e
-        if not isinstance(e, _Aborted):
+        if not isinstance(e, (_Aborted, _Stop)):
             log.warning("key/value compaction in %s failed, will retry later: %s", store._dir, e)
 
 

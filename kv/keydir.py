@@ -12,9 +12,10 @@ readers holding the old one keep a consistent view.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -46,6 +47,7 @@ __all__ = [
     "KeyDir",
     "Refusing",
     "checkpoint_store",
+    "commit_locks",
     "index_damaged",
     "maybe_checkpoint",
     "open_table",
@@ -381,6 +383,25 @@ class _Stop(Exception):
     pass
 
 
+@contextlib.contextmanager
+def commit_locks(store: KVStore, aborted: Callable[[], bool]) -> Iterator[None]:
+    """For a background thread's commit step: the engine's write lock (``outer_lock``),
+    then the store's, in the order every writer takes them.  While waiting for the
+    engine's lock it polls ``aborted`` (a closer may hold that lock while it waits
+    for this thread) and raises :class:`_Stop` when it says so."""
+    outer = store._outer
+    if outer is not None:
+        while not outer.acquire(timeout=0.02):
+            if aborted():
+                raise _Stop
+    try:
+        with store._wlock:
+            yield
+    finally:
+        if outer is not None:
+            outer.release()
+
+
 def _run_checkpoint(store: KVStore, c: Checkpoint) -> None:
     fs = store._fs
     final = f"{store._dir}/{index_name(store._gen)}"
@@ -399,7 +420,7 @@ def _run_checkpoint(store: KVStore, c: Checkpoint) -> None:
         got = open_table(store, c.segs, path=tmp)
         if isinstance(got, str):
             raise OSError(f"key index unusable right after writing it ({got})")
-        with store._wlock:
+        with commit_locks(store, lambda: c.abort):
             kd = store._kd
             if store._closed or store._poisoned is not None or kd is not c.kd or c.abort:
                 raise _Stop

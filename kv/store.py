@@ -115,6 +115,7 @@ class KVStore:
         "_last_off",
         "_live",
         "_min_dead",
+        "_outer",
         "_pa",
         "_poisoned",
         "_prealloc",
@@ -154,6 +155,7 @@ class KVStore:
         self._last_off = SEGMENT_HEADER_SIZE  # start of the active file's last frame (the header: none)
         self._compaction: Compaction | None = None  # running in the background
         self._ckpt: Checkpoint | None = None  # a key index being written in the background
+        self._outer: Any = None  # the engine's write lock, reentrant (see open)
 
     # -- opening ---------------------------------------------------------------
 
@@ -177,6 +179,7 @@ class KVStore:
         index_every: int | None = None,
         index_min_keys: int | None = None,
         use_index: bool = True,
+        outer_lock: Any = None,
     ) -> KVStore:
         """Open (or create) the store in directory ``path`` (which must exist, except
         in read-only mode).
@@ -204,7 +207,8 @@ class KVStore:
         quarter of the indexed keys, if more), and at a clean close of a store of
         at least ``index_min_keys`` keys or that already has one (defaults:
         :data:`INDEX_EVERY`, :data:`INDEX_MIN_KEYS`).  ``use_index=False`` replays
-        everything (``segwal verify``).
+        everything (``segwal verify``).  ``outer_lock``: the engine's (reentrant) write
+        lock, taken before the store's by a compaction or checkpoint to commit.
 
         Complexity: with a usable key index, O(files + frames written after its
         checkpoint); otherwise O(records and bytes in the files), bounded by
@@ -231,7 +235,7 @@ class KVStore:
         self._min_dead = compact_min_dead
         self._ratio = compact_ratio
         self._pa = None if readonly else preallocator
-        self._tracked = files
+        self._tracked, self._outer = files, outer_lock
         self._commit = None if readonly else commit
         self._index_every = max(1, INDEX_EVERY if index_every is None else index_every)
         self._index_min = INDEX_MIN_KEYS if index_min_keys is None else index_min_keys
@@ -526,20 +530,14 @@ class KVStore:
                 pass
             raise
 
-    # -- the key index -----------------------------------------------------------
-
     def _checkpoint(self) -> None:
         """Write the key index (:func:`segwal.kv.keydir.checkpoint_store`).  Under the write lock."""
         checkpoint_store(self)
 
     def _index_damaged(self, e: IndexDamaged, *, locked: bool = False) -> KeyDir:
         """Drop a damaged key index and rebuild the key directory (:func:`segwal.kv.keydir.index_damaged`)."""
-        if not locked:
-            with self._wlock:
-                return index_damaged(self, e)
-        return index_damaged(self, e)
-
-    # -- compaction --------------------------------------------------------------
+        with contextlib.nullcontext() if locked else self._wlock:
+            return index_damaged(self, e)
 
     def compact(self) -> None:
         """Rewrite the live data into one new file, delete the old files; returns when done.

@@ -322,3 +322,27 @@ def test_background_checkpoint_survives_every_crash_state(tmp_path: Path, monkey
     report = harness.check_all(per_point=30, raise_on_failure=False, max_failures=5)
     assert report.explored > 200
     report.raise_if_failed()
+
+
+def test_background_commits_hold_the_engines_write_lock(tmp_path: Path) -> None:
+    """A compaction's manifest write from its thread runs under the engine's write lock,
+    like every other manifest write (else a log rotation's concurrent write could
+    collide with it or drop its file list).  Found by the kill -9 test's child."""
+    from segwal.engine import WalEngine
+
+    with WalEngine(str(tmp_path / "e"), segment_size=4096) as eng:
+        for b in range(20):
+            eng.apply([(b"k%d" % i, b"v%d" % b * 20) for i in range(30)], applied=LogId(1, b + 1))
+        held: list[bool] = []
+        real = eng._commit_kv
+
+        def commit(files: tuple[KVFile, ...]) -> None:
+            held.append(eng._wlock._is_owned())  # type: ignore[attr-defined]
+            real(files)
+
+        eng._commit_kv = commit  # type: ignore[method-assign]
+        eng._kv._commit = commit  # type: ignore[union-attr]
+        eng._kv.compact()  # type: ignore[union-attr]
+        assert held == [True]
+        assert len(eng._kv._files) == 1  # type: ignore[union-attr]
+        assert eng.get(b"k3") == b"v19" * 20
