@@ -28,7 +28,7 @@ from .peers import ALL_PEERS, make_peer
 from .report import Results, evaluate_targets, format_summary, format_tables, format_targets
 from .workloads import SIZES, WORKLOADS, Config, Ctx
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # In a source checkout results go to bench/results; an installed copy writes to ./bench-results.
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--markdown", action="store_true", help="print markdown tables (for docs/benchmarks.md)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     ap.add_argument("--label", default="", help="free text stored in the JSON (e.g. the segwal commit measured)")
+    ap.add_argument("--kv-scale", action="store_true",
+                    help="instead: the key/value scale section (open, memory, get at 1M/10M keys; "
+                    "`segwal bench --kv-scale --help`)")
     return ap
 
 
@@ -99,6 +102,10 @@ def _segwal_location() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--kv-scale" in argv:  # the key/value scale section: its own options
+        from .kv_scale import main as kv_scale_main
+
+        return kv_scale_main(argv)
     if "--cloud" in argv:  # the object-store benchmark: its own options
         from .cloud import main as cloud_main
 

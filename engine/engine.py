@@ -148,7 +148,8 @@ class WalEngine(KeyValueOps, LiveViewOps):
         self._prealloc: Preallocator | None = None
         if preallocate and not readonly:
             self._prealloc = Preallocator(ahead=min(4 << 20, segment_size), chunk=min(512 << 10, segment_size))
-        self._wlock = threading.Lock()
+        # Reentrant: a key/value compaction called by a thread that holds it commits under it.
+        self._wlock = threading.RLock()
         self._closed = True
         self._lock: Lock | None = None
         self._kv: KVStore | None = None
@@ -245,6 +246,7 @@ class WalEngine(KeyValueOps, LiveViewOps):
             preallocator=self._prealloc,
             files=m.kv_files if generation == m.kv_generation else (),
             commit=self._commit_kv,
+            outer_lock=self._wlock,  # a background compaction commits under it, like every writer
         )
 
     def _commit_kv(self, files: tuple[KVFile, ...]) -> None:

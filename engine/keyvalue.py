@@ -32,7 +32,7 @@ class _Engine(Protocol):
     _fs: FileSystem
     _path: str
     _segment_size: int
-    _wlock: threading.Lock
+    _wlock: threading.RLock
     _log: SegmentedLog
     _kv: KVStore | None
 

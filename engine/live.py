@@ -203,7 +203,7 @@ class _Engine(Protocol):
     _segment_size: int
     _readonly: bool
     _closed: bool
-    _wlock: threading.Lock
+    _wlock: threading.RLock
     _log: SegmentedLog
     _hard: HardState | None
     _kv: KVStore | None

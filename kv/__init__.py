@@ -9,4 +9,4 @@ and segment files and never imports :mod:`segwal.engine`, which owns it.
 from segwal.kv.codec import MAX_BATCH_BYTES, MAX_KEY_SIZE, MAX_VALUE_SIZE
 from segwal.kv.store import KVStats, KVStore
 
-__all__ = ["KVStore", "KVStats", "MAX_KEY_SIZE", "MAX_VALUE_SIZE", "MAX_BATCH_BYTES"]
+__all__ = ["MAX_BATCH_BYTES", "MAX_KEY_SIZE", "MAX_VALUE_SIZE", "KVStats", "KVStore"]

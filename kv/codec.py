@@ -29,18 +29,18 @@ from segwal.errors import CorruptionError
 from segwal.types import LogId
 
 __all__ = [
-    "MAX_KEY_SIZE",
-    "MAX_VALUE_SIZE",
-    "MAX_BATCH_BYTES",
-    "TOMBSTONE",
+    "BODY_HEAD_SIZE",
     "FLAG_APPLIED",
     "FLAG_CLOSE",
     "FLAG_COMPACT_END",
-    "BODY_HEAD_SIZE",
+    "MAX_BATCH_BYTES",
+    "MAX_KEY_SIZE",
+    "MAX_VALUE_SIZE",
     "REC_TABLE",
-    "encode_kv_body",
-    "decode_kv_body",
+    "TOMBSTONE",
     "KVBody",
+    "decode_kv_body",
+    "encode_kv_body",
     "validate_changes",
 ]
 

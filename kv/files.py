@@ -419,7 +419,8 @@ def open_file(
 
 
 def scan_file(
-    seg: SegmentFile, *, last: bool, readonly: bool, length: int | None = None
+    seg: SegmentFile, *, last: bool, readonly: bool, length: int | None = None, start: int = SEGMENT_HEADER_SIZE,
+    prev_crc: int | None = None,
 ) -> tuple[Any, list[tuple[int, FrameHeader]]]:
     """Scan the frames of an opened record file: ``(buffer, [(offset, header), ...])``.
 
@@ -428,7 +429,9 @@ def scan_file(
     WARNING (the cut is made and what remains synced unless ``readonly``), but
     never below ``length``, the manifest's durable claim for it.  Sets
     ``seg.end``, ``seg.last_crc`` and, for a sealed file, ``seg.durable``.
-    O(bytes in the file).
+    ``start``/``prev_crc``: scan from a checkpoint (the key index's covered
+    position and chain value) instead of the first frame.
+    O(bytes in the file from ``start``).
 
     Raises:
         CorruptionError: damage in a sealed file or a sealed file of the wrong
@@ -437,7 +440,8 @@ def scan_file(
     path = seg.path
     buf = seg.buffer()
     if last:
-        rec = recover_tail(buf, SEGMENT_HEADER_SIZE, seg.last_crc, known_durable=length or 0)
+        crc = seg.last_crc if prev_crc is None else prev_crc
+        rec = recover_tail(buf, start, crc, known_durable=length or 0)
         if rec.corrupt:
             raise CorruptionError(
                 f"damaged key/value frame below a durable claim of offset {rec.claim}", path=path, offset=rec.end
@@ -454,7 +458,7 @@ def scan_file(
         elif not readonly:
             seg.sync()  # what the OS holds becomes durable: later frames may claim it
     else:
-        res = scan_frames(buf, SEGMENT_HEADER_SIZE, seg.last_crc)
+        res = scan_frames(buf, start, seg.last_crc if prev_crc is None else prev_crc)
         if res.stop != "end" or res.end != len(buf):
             raise CorruptionError("damaged frame in a sealed key/value file", path=path, offset=res.end)
         if length is not None and len(buf) != length:

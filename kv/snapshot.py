@@ -41,7 +41,7 @@ from segwal.types import LogId
 from segwal.wal.format import FORMAT_VERSION, crc32c
 from segwal.wal.segment import io_error
 
-__all__ = ["write_snapshot", "read_snapshot", "CHUNK_PAIRS"]
+__all__ = ["CHUNK_PAIRS", "read_snapshot", "write_snapshot"]
 
 _MAGIC: Final = b"SWSN"
 _HEAD: Final = struct.Struct("<4sHHQQQ12xI")

@@ -16,25 +16,24 @@ reads, writes, flush and close.
 
 Thread safety: one writer at a time (apply, flush, compact and close take an
 internal lock); :meth:`KVStore.get`, ``len`` and :meth:`KVStore.last_applied`
-may run concurrently with the writer and never block.  A reader running
-concurrently with an ``apply`` may see some of that batch's keys updated and
-others not yet; a crash never leaves such a half state.
+run concurrently with the writer and never block (except to rebuild a damaged
+key index).  A reader concurrent with an ``apply`` may see part of that batch;
+a crash never leaves such a half state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from itertools import accumulate, compress, repeat
-from typing import Any, NoReturn
+from typing import Any
 
 import xxhash
 
 from segwal.errors import (
-    CorruptionError,
     EngineClosedError,
     EnginePoisonedError,
     OutOfSpaceError,
@@ -48,7 +47,7 @@ from segwal.kv.codec import (
     encode_kv_body,
     validate_changes,
 )
-from segwal.kv.compaction import auto_compact, compact_store
+from segwal.kv.compaction import Compaction, auto_compact, compact_now, stop_compaction
 from segwal.kv.files import (
     KVFile,
     Loc,
@@ -59,53 +58,33 @@ from segwal.kv.files import (
     seal_file,
     write_clean_end,
 )
+from segwal.kv.keydir import (
+    Checkpoint,
+    KeyDir,
+    KVStats,
+    Refusing,
+    checkpoint_store,
+    index_damaged,
+    maybe_checkpoint,
+    publish_slow,
+    stop_checkpoint,
+)
+from segwal.kv.keyindex import IndexDamaged
 from segwal.kv.opening import recover_store
 from segwal.types import LogId
 from segwal.wal.format import FRAME_HEADER_SIZE, KIND_KV, SEGMENT_HEADER_SIZE, align8, encode_frame
 from segwal.wal.prealloc import Preallocator
 from segwal.wal.segment import SegmentFile
 
-__all__ = ["KVStore", "KVStats"]
+__all__ = ["KVStats", "KVStore"]
 
 log = logging.getLogger("segwal.kv")
 
 _xxh3 = xxhash.xxh3_64_intdigest
 
-
-@dataclass(frozen=True, slots=True)
-class KVStats:
-    """Sizes of the store.
-
-    Attributes:
-        keys: live keys.
-        live_bytes: bytes of live records (16-byte table slot + key + value each).
-        dead_bytes: bytes of records that no longer count (overwritten values,
-            deleted values, tombstones); compaction reclaims them.
-        files: record files in use.
-    """
-
-    keys: int
-    live_bytes: int
-    dead_bytes: int
-    files: int
-
-
-class _Refusing:
-    """Stands in for the key directory once the store is closed or lost data:
-    every read raises the given error (keeps the hot :meth:`KVStore.get` path free
-    of state checks)."""
-
-    __slots__ = ("_exc", "_n")
-
-    def __init__(self, exc: Exception, n: int) -> None:
-        self._exc = exc
-        self._n = n
-
-    def get(self, key: bytes) -> NoReturn:
-        raise self._exc
-
-    def __len__(self) -> int:
-        return self._n
+#: Defaults of :meth:`KVStore.open`'s ``index_every``/``index_min_keys`` (read at each open: tests lower them).
+INDEX_EVERY = 1 << 18
+INDEX_MIN_KEYS = 1 << 16
 
 
 class KVStore:
@@ -117,28 +96,34 @@ class KVStore:
     """
 
     __slots__ = (
-        "_fs",
+        "_active",
+        "_applied",
+        "_ckpt",
+        "_closed",
+        "_commit",
+        "_compaction",
+        "_dead",
         "_dir",
         "_engine_id",
-        "_gen",
-        "_sync",
         "_file_size",
-        "_readonly",
-        "_prealloc",
-        "_min_dead",
-        "_ratio",
-        "_kd",
         "_files",
-        "_active",
+        "_fs",
+        "_gen",
+        "_index_every",
+        "_index_min",
+        "_kd",
+        "_last_off",
         "_live",
-        "_dead",
-        "_applied",
-        "_poisoned",
-        "_closed",
-        "_wlock",
+        "_min_dead",
+        "_outer",
         "_pa",
+        "_poisoned",
+        "_prealloc",
+        "_ratio",
+        "_readonly",
+        "_sync",
         "_tracked",
-        "_commit",
+        "_wlock",
     )
     # Set by open() on the instance it builds (declared here for the type checker).
     _fs: FileSystem
@@ -151,9 +136,11 @@ class KVStore:
     _prealloc: int
     _min_dead: int
     _ratio: float
+    _index_every: int
+    _index_min: int
 
     def __init__(self) -> None:  # use KVStore.open
-        self._kd: dict[bytes, Loc] | _Refusing = {}
+        self._kd: KeyDir | Refusing = KeyDir()
         self._files: list[SegmentFile] = []
         self._active: SegmentFile | None = None
         self._live = 0
@@ -165,6 +152,10 @@ class KVStore:
         self._pa: Preallocator | None = None
         self._tracked: tuple[KVFile, ...] | None = None
         self._commit: Callable[[tuple[KVFile, ...]], None] | None = None
+        self._last_off = SEGMENT_HEADER_SIZE  # start of the active file's last frame (the header: none)
+        self._compaction: Compaction | None = None  # running in the background
+        self._ckpt: Checkpoint | None = None  # a key index being written in the background
+        self._outer: Any = None  # the engine's write lock, reentrant (see open)
 
     # -- opening ---------------------------------------------------------------
 
@@ -185,6 +176,10 @@ class KVStore:
         preallocator: Preallocator | None = None,
         files: tuple[KVFile, ...] | None = None,
         commit: Callable[[tuple[KVFile, ...]], None] | None = None,
+        index_every: int | None = None,
+        index_min_keys: int | None = None,
+        use_index: bool = True,
+        outer_lock: Any = None,
     ) -> KVStore:
         """Open (or create) the store in directory ``path`` (which must exist, except
         in read-only mode).
@@ -205,8 +200,19 @@ class KVStore:
         rollover, a compaction, a clean close), each time before anything that
         relies on the new list is acknowledged.
 
-        Complexity: O(records and bytes in the files), bounded by compaction to
-        about twice the live data (see docs/format-kv.md, "Open").
+        The key index (``kv-G.index``, ``kv/keyindex.py``) is a checkpoint of the
+        key directory: when a usable one is there, open reads no record file
+        below the position it covers and replays only the frames after it.  It
+        is written when ``index_every`` keys changed since the last one (or a
+        quarter of the indexed keys, if more), and at a clean close of a store of
+        at least ``index_min_keys`` keys or that already has one (defaults:
+        :data:`INDEX_EVERY`, :data:`INDEX_MIN_KEYS`).  ``use_index=False`` replays
+        everything (``segwal verify``).  ``outer_lock``: the engine's (reentrant) write
+        lock, taken before the store's by a compaction or checkpoint to commit.
+
+        Complexity: with a usable key index, O(files + frames written after its
+        checkpoint); otherwise O(records and bytes in the files), bounded by
+        compaction to about twice the live data (see docs/format-kv.md, "Open").
 
         Raises:
             CorruptionError: damage in a non-last file, damage below a durable
@@ -229,10 +235,12 @@ class KVStore:
         self._min_dead = compact_min_dead
         self._ratio = compact_ratio
         self._pa = None if readonly else preallocator
-        self._tracked = files
+        self._tracked, self._outer = files, outer_lock
         self._commit = None if readonly else commit
+        self._index_every = max(1, INDEX_EVERY if index_every is None else index_every)
+        self._index_min = INDEX_MIN_KEYS if index_min_keys is None else index_min_keys
         try:
-            recover_store(self, keep_other_generations)
+            recover_store(self, keep_other_generations, use_index)
         except BaseException:
             for seg in self._files:
                 seg.file.close()
@@ -272,23 +280,19 @@ class KVStore:
     def get(self, key: bytes) -> bytes | None:
         """The value of ``key``, or ``None``.  The value's xxh3 is verified on every read.
 
-        Complexity: O(1) plus O(len(value)): a dict lookup, one slice of the
-        file's map, one xxh3.  Never blocks on the writer.
+        Complexity: O(1) plus O(len(value)): a dict lookup, then either a slice
+        of the file's map (a key changed since the key index was written) or a
+        probe of the mapped index and one ``pread`` of the record; one xxh3.
+        Never blocks on the writer (except to rebuild a damaged key index).
 
         Raises:
             CorruptionError: the stored value no longer matches its checksum.
             EngineClosedError: the store was closed.
         """
-        loc = self._kd.get(key)
-        if loc is None:
-            if type(key) is not bytes:
-                raise TypeError(f"key must be bytes, got {type(key).__name__}")
-            return None
-        seg, s, e, h = loc
-        v = seg.map[s:e]  # type: ignore[index]
-        if _xxh3(v) != h:
-            raise CorruptionError("key/value value checksum mismatch", path=seg.path, offset=s)
-        return v
+        try:
+            return self._kd.value(key)
+        except IndexDamaged as exc:
+            return self._index_damaged(exc).value(key)
 
     def __len__(self) -> int:
         """Number of live keys.  O(1)."""
@@ -307,11 +311,11 @@ class KVStore:
         stays valid across later writes and compactions (locations keep their
         file's map alive).
         """
-        kd = self._kd
-        if not isinstance(kd, dict):
-            kd.get(b"")  # raises the recorded error
-        assert isinstance(kd, dict)
-        return list(kd.keys()), list(kd.values()), self._applied
+        try:
+            items = list(self._kd.items())  # a closed or poisoned store raises its error
+        except IndexDamaged as e:
+            items = list(self._index_damaged(e, locked=True).items())
+        return [k for k, _ in items], [v for _, v in items], self._applied
 
     def read_values(self, locs: list[Loc]) -> list[bytes]:
         """The values at ``locs`` (from :meth:`capture`), each verified.  O(bytes)."""
@@ -370,8 +374,12 @@ class KVStore:
         with self._wlock:
             self._writable()
             kd = self._kd
-            assert isinstance(kd, dict)
-            olds: list[Any] = list(map(kd.get, keys))
+            assert isinstance(kd, KeyDir)
+            try:  # without a key index every key is in the overlay: one C-level pass
+                olds: list[Any] = list(map(kd.over.get if kd.table is None else kd.get, keys))
+            except IndexDamaged as e:
+                kd = self._index_damaged(e, locked=True)
+                olds = list(map(kd.get, keys))
             simple = not has_none and len(set(keys)) == n
             if not simple:
                 # Deletes or a repeated key: each change sees the one before it.
@@ -399,12 +407,13 @@ class KVStore:
             frame_len = FRAME_HEADER_SIZE + align8(len(body))
             seg = self._active
             assert seg is not None
-            if seg.end > SEGMENT_HEADER_SIZE and seg.end + frame_len > self._file_size:
+            if seg.end > SEGMENT_HEADER_SIZE and seg.end + frame_len > self._file_size and self._compaction is None:
                 seg = self._rollover()
             off = seg.end
             prev_crc = seg.last_crc
             frame = encode_frame(KIND_KV, 0, body, offset=off, durable=seg.durable, prev_crc=prev_crc, count=n)
             seg.append(frame)  # cuts back and raises OutOfSpaceError/StorageIOError on failure
+            self._last_off = off
             pa = self._pa
             if pa is not None and seg.zeroed - seg.end < pa.ahead // 2:
                 pa.register(seg, self._file_size)  # from the first write on; a no-op after
@@ -413,6 +422,7 @@ class KVStore:
                     seg.sync()
                 except SyncError as e:
                     seg.rollback(off, prev_crc)
+                    self._last_off = -1  # unknown until the next frame: no checkpoint
                     self._poison(e)
                     raise
             # The frame is written (and durable if sync): publish it.
@@ -424,42 +434,25 @@ class KVStore:
                 inter[0::2] = klens
                 inter[1::2] = vlens
                 acc = list(accumulate(inter, initial=data))
-                kd.update(zip(keys, zip(repeat(seg), acc[1::2], acc[2::2], checks)))
+                kd.put_many(zip(keys, zip(repeat(seg), acc[1::2], acc[2::2], checks)), olds.count(None))
                 gained = REC_TABLE * n + acc[-1] - data
                 self._live += gained - lost
                 self._dead += lost
             else:
-                self._publish_slow(seg, data, keys, vals, checks, olds)
+                publish_slow(self, seg, data, keys, vals, checks, olds)
             if applied is not None:
                 self._applied = applied
+            if self._ckpt is not None:
+                self._ckpt.changed.extend(keys)  # laid over the new index when it switches
             dead = self._dead
             if dead > self._min_dead and dead > self._ratio * (self._live + dead):
                 auto_compact(self)
+            kd = self._kd
+            if isinstance(kd, KeyDir) and not (self._compaction or self._ckpt) and len(kd.over) >= self._index_every and (
+                kd.table is None or len(kd.over) >= kd.table.head.nkeys // 4
+            ):
+                maybe_checkpoint(self)
             return prevs
-
-    def _publish_slow(
-        self, seg: SegmentFile, pos: int, keys: list[bytes], vals: list[bytes | None], checks: list[int], olds: list[Any]
-    ) -> None:
-        kd = self._kd
-        assert isinstance(kd, dict)
-        live = self._live
-        dead = self._dead
-        for k, v, c, old in zip(keys, vals, checks, olds):
-            pos += len(k)
-            if v is None:
-                kd.pop(k, None)
-                dead += REC_TABLE + len(k)
-            else:
-                end = pos + len(v)
-                kd[k] = (seg, pos, end, c)
-                live += REC_TABLE + len(k) + len(v)
-                pos = end
-            if old is not None:
-                sz = REC_TABLE + len(k) + (len(vals[old[1]]) if old[0] is None else old[2] - old[1])
-                live -= sz
-                dead += sz
-        self._live = live
-        self._dead = dead
 
     def _rollover(self) -> SegmentFile:
         """Seal the active file (truncate to its end, fsync) and start the next one."""
@@ -498,14 +491,13 @@ class KVStore:
             raise
         self._files.append(new)
         self._active = new
+        self._last_off = SEGMENT_HEADER_SIZE
         move_zeroing(self._pa, None, new, self._file_size)
         return new
 
     def _discard(self, name: str) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._fs.unlink(self._path(name))
-        except OSError:
-            pass
 
     def flush(self) -> None:
         """Make everything written before it durable (fdatasync of the active file).
@@ -531,32 +523,31 @@ class KVStore:
         except SyncError as e:
             self._poison(e)
             # Never trust a failed sync: make the unsynced frames unreadable, now and after reopen.
-            self._kd = _Refusing(EnginePoisonedError(f"key/value data lost by a failed sync ({e})"), len(self._kd))
+            self._kd = Refusing(EnginePoisonedError(f"key/value data lost by a failed sync ({e})"), len(self._kd))
             try:
                 seg.file.pwrite(bytes(seg.end - start), start)
             except OSError:
                 pass
             raise
 
-    # -- compaction --------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        """Write the key index (:func:`segwal.kv.keydir.checkpoint_store`).  Under the write lock."""
+        checkpoint_store(self)
+
+    def _index_damaged(self, e: IndexDamaged, *, locked: bool = False) -> KeyDir:
+        """Drop a damaged key index and rebuild the key directory (:func:`segwal.kv.keydir.index_damaged`)."""
+        with contextlib.nullcontext() if locked else self._wlock:
+            return index_damaged(self, e)
 
     def compact(self) -> None:
-        """Rewrite the live data into one new file and delete the old files.
-
-        Commit point: the rename of ``kv-G-S.tmp`` (complete and fdatasynced) to
-        ``kv-G-S.merged`` followed by an fsync of the directory; the new file
-        carries ``last_applied``.  Readers keep using the old files until the
-        key directory is switched in one assignment.  The new file becomes the
-        active file.  Complexity: O(live bytes).
+        """Rewrite the live data into one new file, delete the old files; returns when done.
+        The copy runs in a thread while writers go on (``kv/compaction.py``); commit
+        point: the manifest listing the new file (docs/format-kv.md).  O(live bytes).
 
         Raises:
-            OutOfSpaceError / StorageIOError: the new file could not be written;
-                the old files stay in use, nothing lost.
-            SyncError: the directory fsync after the rename failed; poisoned.
+            OutOfSpaceError / StorageIOError / SyncError: as :meth:`apply`; nothing lost.
         """
-        with self._wlock:
-            self._writable()
-            compact_store(self)
+        compact_now(self)
 
     # -- closing ---------------------------------------------------------------
 
@@ -565,8 +556,10 @@ class KVStore:
         whole file, so later damage anywhere in it is corruption, not a torn
         tail), and release the files.  Idempotent.  A poisoned or read-only store,
         or ``clean=False`` (the engine around it is poisoned), is released
-        without writing.
+        without writing.  A compaction running in the background is stopped first.
         """
+        stop_compaction(self)
+        stop_checkpoint(self)
         with self._wlock:
             if self._closed:
                 return
@@ -575,20 +568,25 @@ class KVStore:
                 move_zeroing(self._pa, seg, None, self._file_size)
                 if clean and seg is not None and not self._readonly and self._poisoned is None:
                     self._flush()
+                    before = seg.end
                     try:
                         write_clean_end(seg, self._applied)
                     except SyncError as e:
                         self._poison(e)
                         raise
+                    if seg.end != before:
+                        self._last_off = before
                     seg.durable = seg.end
+                    checkpoint_store(self, closing=True)
                     try:
                         self._commit_files(seg.end)  # the clean end becomes a claim on the whole file
                     except (OutOfSpaceError, StorageIOError) as e:
                         log.warning("key/value clean end not recorded in the manifest (%s)", e)
             finally:
                 self._closed = True
-                self._kd = _Refusing(EngineClosedError("key/value store is closed"), 0)
-                for f in self._files:
+                retired = self._kd.retired if isinstance(self._kd, KeyDir) else []
+                self._kd = Refusing(EngineClosedError("key/value store is closed"), 0)
+                for f in self._files + retired:
                     f.file.close()
                 self._files = []
                 self._active = None

@@ -46,6 +46,15 @@ from damage_oracle import DAMAGES, Base, Damage, Oracle, State, damage, frames  
 from segwal.engine import Entry, HardState, LogId, SegwalError, VotedFor, WalEngine
 
 SEG = 1024
+
+
+def small_key_index() -> None:
+    """Have the engines of this process checkpoint their key index (kv-G.index) every few
+    changes, so the bases hold one and damage lands in it (a cache: must open cleanly)."""
+    from segwal.kv import store as kvstore
+
+    kvstore.INDEX_EVERY = 4
+    kvstore.INDEX_MIN_KEYS = 0
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -165,6 +174,7 @@ def child_main(path: str, seed: int, nops: int) -> None:
     import segwal
 
     assert Path(segwal.__file__).resolve().parents[1] == ROOT, f"segwal imported from {segwal.__file__}, not {ROOT}"
+    small_key_index()
     e = WalEngine(path, segment_size=SEG, sync="always")
     s = State()
     out = sys.stdout
@@ -184,6 +194,17 @@ def child_main(path: str, seed: int, nops: int) -> None:
 
 
 def build_clean(root: Path, seed: int) -> Base:
+    from segwal.kv import store as kvstore
+
+    saved = kvstore.INDEX_EVERY, kvstore.INDEX_MIN_KEYS
+    small_key_index()
+    try:
+        return _build_clean(root, seed)
+    finally:
+        kvstore.INDEX_EVERY, kvstore.INDEX_MIN_KEYS = saved
+
+
+def _build_clean(root: Path, seed: int) -> Base:
     path = root / "engine"
     s = State()
     with WalEngine(path, segment_size=SEG) as e:

@@ -241,6 +241,8 @@ class Oracle:
             return "idx"
         if rel in self.kvfiles:
             return "kv-last" if rel == self.kvfiles[-1] else "kv"
+        if rel.startswith("kv/") and rel.endswith(".index"):
+            return "kv-index"  # the key index: a cache, rebuilt from the record files
         if rel.startswith("kv/"):
             return "kv-leftover"  # another generation, or not listed by a version-2 MANIFEST
         if rel.endswith(".tmp"):
@@ -257,7 +259,7 @@ class Oracle:
             return "clean", [ref], "no byte changed"
         kind = self.kind_of(rel)
         lo = next((i for i in range(min(len(old), len(new))) if old[i] != new[i]), min(len(old), len(new)))
-        if kind in ("idx", "wal-leftover", "kv-leftover", "tmp", "LOCK"):
+        if kind in ("idx", "kv-index", "wal-leftover", "kv-leftover", "tmp", "LOCK"):
             return "clean", [ref], f"{kind} holds nothing acknowledged"
         if kind in ("MANIFEST", "HARDSTATE"):
             return "error", [], f"{kind} changed at {lo}"
@@ -311,6 +313,15 @@ class Oracle:
             return "clean", [cut], f"frame at {hitf.start} holds nothing acknowledged: cut"
         return "either", [cut], f"frame at {hitf.start} is acknowledged but unclaimed: the torn-tail window"
 
+    def kv_checkpoint(self) -> tuple[int, int, int] | None:
+        """``(covered_seq, covered_off, last_frame_off)`` of the base's key index
+        (docs/format-kv.md, "Key index"), if any."""
+        for rel, data in self.b.files.items():
+            if rel.startswith("kv/") and rel.endswith(".index") and len(data) >= 128 and data[:4] == b"SWKI":
+                return (int.from_bytes(data[48:56], "little"), int.from_bytes(data[56:64], "little"),
+                        int.from_bytes(data[64:72], "little"))
+        return None
+
     def _expect_kv(self, rel: str, kind: str, old: bytes, new: bytes, changed: list[int]) -> tuple[str, list[State], str]:
         fr = frames(old)
         end = fr[-1].end if fr else 64
@@ -319,6 +330,19 @@ class Oracle:
             if kind == "kv-last" and data and (cut := self.replay(kv_drop=rel)) in self.b.legal:
                 return "either", [cut, self.b.ref], "header of a last key/value file holding nothing acknowledged"
             return ("error" if data else "either"), [self.b.ref], "key/value file header"
+        cp = self.kv_checkpoint()
+        seq = int(rel[23:39], 16)
+        # Open does not read below the key index's checkpoint (sizes only): a live record
+        # there is reported when read, a dead one never matters (as for sealed log segments).
+        if cp is not None and seq < cp[0]:
+            return "either", [self.b.ref], "below the key index's checkpoint"
+        if (cp is not None and seq == cp[0] and min(changed) < cp[1] and len(new) >= cp[1]
+                and not any(cp[2] <= i < cp[1] for i in changed)):  # else the index is not used
+            above = [i for i in changed if i >= cp[1]]
+            if not above:
+                return "either", [self.b.ref], "below the key index's checkpoint"
+            _exp, states, why = self._tail_rule(rel, fr, end, above, new, "kv")
+            return "either", states + [self.b.ref], f"below the key index's checkpoint, and above it: {why}"
         if kind == "kv":
             if min(changed) >= end:
                 return "either", [self.b.ref], "after the last frame of a sealed key/value file (spec: error)"
@@ -327,7 +351,7 @@ class Oracle:
 
     def expect_delete(self, rel: str) -> tuple[str, list[State], str]:
         kind = self.kind_of(rel)
-        if kind in ("idx", "wal-leftover", "kv-leftover", "tmp", "LOCK"):
+        if kind in ("idx", "kv-index", "wal-leftover", "kv-leftover", "tmp", "LOCK"):
             return "clean", [self.b.ref], f"{kind} deleted"
         if kind in ("kv", "kv-last") and not _has_data(frames(self.b.files[rel])):
             return "either", [self.b.ref], "key/value file without data deleted"
@@ -437,7 +461,7 @@ def damage(base: Base, d: Path, rng: random.Random, snap: Path | None) -> Damage
         return Damage(kind, k, f"{rel}: {what}", "forged", [base.ref], "checksums recomputed: only the exception "
                       "type, hangs, deaths and log entries (bound by their check values) are judged")
     # a damage to one file's bytes, or its deletion
-    weights = {"wal": 3, "wal-tail": 3, "idx": 2, "kv": 2, "kv-last": 3, "MANIFEST": 1.5, "HARDSTATE": 1.5,
+    weights = {"wal": 3, "wal-tail": 3, "idx": 2, "kv": 2, "kv-last": 3, "kv-index": 2, "MANIFEST": 1.5, "HARDSTATE": 1.5,
                "LOCK": 0.3, "wal-leftover": 1, "kv-leftover": 1, "tmp": 1}
     ks = [k for k in weights if k in groups]
     k = rng.choices(ks, [weights[x] for x in ks])[0]

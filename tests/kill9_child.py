@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import random
 import sys
+from typing import Any
 
 from segwal.engine import Entry, HardState, LogId, VotedFor, WalEngine
+from segwal.kv import store as kvstore
 
 SEGMENT_SIZE = 2048
 
@@ -97,4 +99,16 @@ def main(path: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
+    # The key index (kv-G.index) is checkpointed every few changes, so kills land in its writes too.
+    # (Here, not at import: tests/test_kill9.py imports this module for its helpers.)
+    kvstore.INDEX_EVERY = 3
+    kvstore.INDEX_MIN_KEYS = 0
+    # ... and the store compacts (in the background) every few dozen changes, so kills land there too.
+    _open = kvstore.KVStore.open.__func__  # type: ignore[attr-defined]
+
+    def _open_compacting(cls: Any, *a: Any, **kw: Any) -> Any:
+        kw.setdefault("compact_min_dead", 512)
+        return _open(cls, *a, **kw)
+
+    kvstore.KVStore.open = classmethod(_open_compacting)  # type: ignore[assignment,method-assign]
     main(sys.argv[1], int(sys.argv[2]))
