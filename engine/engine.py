@@ -68,6 +68,7 @@ DEFAULT_SEGMENT_SIZE: Final = 64 << 20
 MIN_SEGMENT_SIZE: Final = 256
 _MAX_PAYLOAD: Final = MAX_PAYLOAD
 _U64: Final = 1 << 64
+_MAX_INDEX: Final = _U64 - 2  # the highest index an entry may have (index + 1 must fit in u64)
 _LOCK_NAME: Final = "LOCK"
 _ENTRY_ONLY: Final = {Entry}
 _INT_ONLY: Final = frozenset((int,))
@@ -349,12 +350,16 @@ class WalEngine(KeyValueOps, LiveViewOps):
             e = entries[0]
             if type(e) is Entry:
                 i1, t1, p1 = e
-                if (type(i1) is int and type(t1) is int and type(p1) is bytes and 0 < i1 < _U64 - 1
+                if (type(i1) is int and type(t1) is int and type(p1) is bytes and 0 < i1 <= _MAX_INDEX
                         and 0 <= t1 < _U64 and len(p1) <= _MAX_PAYLOAD):
-                    with self._wlock:
+                    wlock = self._wlock
+                    wlock.acquire()  # not ``with``: that builds two bound methods per call
+                    try:
                         # append_one itself refuses a poisoned log; closed and readonly are checked here.
                         if not (self._closed or self._readonly) and self._log.append_one(i1, t1, p1):
                             return
+                    finally:
+                        wlock.release()
         batch = entries if type(entries) is list else list(entries)
         n = len(batch)
         if n == 0:

@@ -136,7 +136,8 @@ class LogWriter(LogReader):
             return False  # a large payload or a rotation: the general path (71 = header + slot + pad)
         crc = f.last_crc
         f.append_entry(index, term, payload)
-        if self.sync_always:
+        always = self.sync_always
+        if always:
             try:
                 f.sync()
             except SyncError as e:
@@ -150,8 +151,8 @@ class LogWriter(LogReader):
         tail.last = index
         self._tail_term = term
         self._ckpt_dirty = True
-        self._ckpt_frames += 1
-        if self.sync_always and (f.end - self._ckpt_end >= CHECKPOINT_BYTES or self._ckpt_frames >= CHECKPOINT_FRAMES):
+        self._ckpt_frames = frames = self._ckpt_frames + 1
+        if always and (f.end - self._ckpt_end >= CHECKPOINT_BYTES or frames >= CHECKPOINT_FRAMES):
             self.checkpoint()
         if v.segs and v.segs[-1] is tail:
             self._view = _new_view(_View, (v.lo, index, v.segs, v.bases))

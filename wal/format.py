@@ -320,7 +320,9 @@ _PAD = tuple(bytes(k) for k in range(8))
 _pack_frame_header = FRAME_HEADER.pack
 
 
-_pack_header36 = struct.Struct("<BBHIQIIIII").pack  # the header up to its own check value
+_pack_header36 = struct.Struct("<8sQIIIII").pack  # the header up to its own check value, after a fixed prefix
+#: kind, version, magic and count of a one-entry ENTRIES frame: the same 8 bytes every time.
+_SINGLE_PREFIX: Final = struct.pack("<BBHI", KIND_ENTRIES, FRAME_VERSION, FRAME_MAGIC, 1)
 _pack_u32 = struct.Struct("<I").pack
 
 #: Payloads up to this size take :func:`encode_single_entry` (one contiguous
@@ -346,7 +348,7 @@ def encode_single_entry(index: int, term: int, payload: bytes, offset: int, dura
     flen = 40 + len(body)
     if offset + flen > MAX_SEGMENT_BYTES:
         raise ValueError(f"entry of {len(payload)} bytes at offset {offset} would pass the 4 GiB segment limit")
-    h = _pack_header36(KIND_ENTRIES, FRAME_VERSION, FRAME_MAGIC, 1, index, flen, durable, prev_crc, crc32c(body), 0)
+    h = _pack_header36(_SINGLE_PREFIX, index, flen, durable, prev_crc, crc32c(body), 0)
     hcrc = crc32c(h)
     return h + _pack_u32(hcrc) + body, hcrc
 

@@ -280,7 +280,9 @@ class SegmentFile:
         entry at a time).  Not synced; returns the frame's offset.  On failure the
         file is cut back to the frame's start and the error raised.  O(len(payload)).
         """
-        with self.lock:
+        lock = self.lock
+        lock.acquire()  # not ``with``: that builds two bound methods per call
+        try:
             off = self.end
             data, hcrc = encode_single_entry(index, term, payload, off, self.durable, self.last_crc)
             end = off + len(data)
@@ -296,7 +298,9 @@ class SegmentFile:
             m = self.map
             if m is None or end > len(m):
                 self.remap()
-        return off
+            return off
+        finally:
+            lock.release()
 
     def sync(self) -> None:
         """fdatasync the file: everything written so far becomes durable.
