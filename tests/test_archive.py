@@ -8,6 +8,8 @@ sidecar killed with SIGKILL (tests/test_archive_sidecar.py).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -481,3 +483,21 @@ def test_retention_pass_between_a_restores_listing_and_its_lease_makes_it_plan_a
     assert (res.kv_snapshot_index, res.last_index) == (55, 60)
     same_as(tmp_path / "r", ents(56, 60, 1), base=55, kv={b"k": b"55"})
     node.close()
+
+
+def test_restore_imports_neither_asyncio_nor_the_object_store_engine() -> None:
+    """The ``segwal restore`` child imports what a restore runs, not the rest of ``segwal.storage``
+    (its start-up is part of the restore time); the lazy names still resolve as before."""
+    code = (
+        "import sys, types\n"
+        "import segwal.storage.archive, segwal.tools.archive\n"
+        "heavy = ['asyncio', 'sqlite3', 'segwal.storage.objectstore.engine', 'segwal.storage.aio']\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+        "from segwal.storage.objectstore import Sidecar\n"
+        "from segwal.storage.objectstore import ObjectStoreEngine, sidecar, store_from_url\n"
+        "from segwal.storage import ObjectStoreEngine as O, SqliteEngine\n"
+        "print(isinstance(sidecar, types.FunctionType), O is ObjectStoreEngine, SqliteEngine.__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "True True SqliteEngine"]
