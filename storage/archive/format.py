@@ -296,10 +296,12 @@ def decode_delta_columns(data: bytes, name: str) -> tuple[Header, np.ndarray, np
     starts = ends - plens
     terms = slots["term"].astype(np.uint64)
     checks = slots["check"].astype(np.uint64)
-    # one short-lived view per payload, hashed and dropped: a list of a million
-    # views (GC-tracked objects) costs more than the hashing
-    views = map(body.__getitem__, map(slice, starts.tolist(), ends.tolist()))
-    got = np.fromiter(map(xxhash.xxh3_64_intdigest, views, range(first, first + n)), dtype=np.uint64, count=n)
+    # one short-lived slice per payload, hashed and dropped (a list of a million
+    # views, GC-tracked objects, costs more than the hashing); slices of ``bytes``
+    # are cheaper to make than views of it
+    src, at = (data, HEADER_SIZE) if type(data) is bytes else (body, 0)
+    parts = map(src.__getitem__, map(slice, (starts + at).tolist(), (ends + at).tolist()))
+    got = np.fromiter(map(xxhash.xxh3_64_intdigest, parts, range(first, first + n)), dtype=np.uint64, count=n)
     bad = np.flatnonzero((got ^ terms) != checks)
     if len(bad):
         i = int(bad[0])
