@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -299,8 +300,10 @@ def decode_delta_columns(data: bytes, name: str) -> tuple[Header, np.ndarray, np
     # one short-lived slice per payload, hashed and dropped (a list of a million
     # views, GC-tracked objects, costs more than the hashing); slices of ``bytes``
     # are cheaper to make than views of it
-    src, at = (data, HEADER_SIZE) if type(data) is bytes else (body, 0)
-    parts = map(src.__getitem__, map(slice, (starts + at).tolist(), (ends + at).tolist()))
+    src: bytes | memoryview = data if type(data) is bytes else memoryview(data)
+    parts: Iterator[bytes | memoryview] = map(
+        src.__getitem__, map(slice, (starts + HEADER_SIZE).tolist(), (ends + HEADER_SIZE).tolist())
+    )
     got = np.fromiter(map(xxhash.xxh3_64_intdigest, parts, range(first, first + n)), dtype=np.uint64, count=n)
     bad = np.flatnonzero((got ^ terms) != checks)
     if len(bad):
