@@ -21,7 +21,8 @@ calls do not give, all served here without touching the append path:
   values) and their payloads back to back, each payload verified once: what a
   delta is made of, without building ``Entry`` objects;
 * :func:`append_columns`: the restore side, appending such columns as one
-  batch.
+  batch, with the check values it was given (verified by the caller): no
+  payload is hashed a second time.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import xxhash
 from segwal.engine.segments import LiveSegment
 from segwal.errors import CorruptionError, StaleViewError
 from segwal.types import LogId
+from segwal.wal.format import EntryColumns
 
 if TYPE_CHECKING:
     from segwal.engine.engine import WalEngine
@@ -208,32 +210,48 @@ def segment_raw(engine: WalEngine | None, ref: SegmentRef, start: int, end: int)
     return RawEntries(start, terms, plens, checks, payloads)
 
 
-def append_columns(engine: WalEngine, first: int, terms: np.ndarray, payloads: Sequence[bytes | memoryview]) -> None:
-    """Append entries ``first ..`` given as a term column and payloads (bytes-like) at the
-    end of ``engine``'s log, as one batch: what a restore writes, without building
-    ``Entry`` objects.  The batch must extend the log (``first == last_index()+1``)
-    with terms non-decreasing from the last entry's.
+def append_columns(
+    engine: WalEngine,
+    first: int,
+    terms: np.ndarray,
+    plens: np.ndarray,
+    checks: np.ndarray,
+    blob: bytes | memoryview,
+) -> None:
+    """Append entries ``first ..`` given as columns (terms, payload lengths, check
+    values) and their payloads back to back (``blob``) at the end of ``engine``'s
+    log, as one batch: what a restore writes, without building ``Entry`` objects
+    and without hashing a payload.  The check values go into the slots as given:
+    the caller has verified each against its payload at the index it is appended
+    at (``xxh3_64(payload, seed=index) ^ term``; a restore does it when it reads
+    the archive object).  The batch must extend the log (``first ==
+    last_index()+1``) with terms non-decreasing from the last entry's.
 
-    Durability: as ``persist_entries``.  Complexity: O(n + bytes), one frame.
+    Durability: as ``persist_entries``.  Complexity: O(n) numpy work and one
+    CRC32C over the payloads; one frame, the payloads not copied.
 
     Raises:
-        ValueError: the batch does not extend the log, or a term decreases.
+        ValueError: the batch does not extend the log, a term decreases, or the
+            columns do not agree (lengths, or ``blob`` not the lengths' sum).
     """
-    n = len(payloads)
+    n = len(terms)
     if n == 0:
         return
-    if len(terms) != n:
-        raise ValueError(f"{len(terms)} terms for {n} payloads")
+    if len(plens) != n or len(checks) != n:
+        raise ValueError(f"columns of {n} terms, {len(plens)} lengths and {len(checks)} check values")
     t = np.asarray(terms, dtype=np.uint64)
-    sizes = np.fromiter(map(len, payloads), dtype=np.uint64, count=n)
+    sizes = np.asarray(plens, dtype=np.uint64)
     total = int(sizes.sum())
+    if total != len(blob):
+        raise ValueError(f"payload blob of {len(blob)} bytes, the lengths add up to {total}")
+    cols = EntryColumns(t, sizes, np.asarray(checks, dtype=np.uint64), blob)
     with engine._wlock:
         lg = engine._writable()
         if first != lg.last_index() + 1:
             raise ValueError(f"entry {first}: an appended batch must start at {lg.last_index() + 1}")
         if bool((t[1:] < t[:-1]).any()) or int(t[0]) < lg.last_term():
             raise ValueError(f"entries {first}..{first + n - 1}: terms decrease")
-        lg.append(first, t, payloads, total, sizes)  # type: ignore[arg-type]
+        lg.append(first, t, cols, total, sizes)
 
 
 def hold_segment(engine: WalEngine, ref: SegmentRef) -> int:

@@ -29,7 +29,10 @@ from segwal.wal.format import (
     SEGMENT_HEADER_SIZE,
     SINGLE_ENTRY_MAX,
     SLOT_SIZE,
+    EncodedFrame,
+    EntryColumns,
     align8,
+    encode_entries_columns,
     encode_entries_frame,
     encode_frame,
 )
@@ -42,6 +45,21 @@ log = logging.getLogger("segwal")
 #: Checkpoint the tail index after this many bytes or frames since the last one.
 CHECKPOINT_BYTES = 8 << 20
 CHECKPOINT_FRAMES = 4096
+
+
+def _encode(
+    first: int,
+    terms: Sequence[int] | np.ndarray,
+    payloads: Sequence[bytes] | EntryColumns,
+    offset: int,
+    durable: int,
+    prev_crc: int,
+    sizes: np.ndarray | None = None,
+) -> EncodedFrame:
+    if isinstance(payloads, EntryColumns):
+        return encode_entries_columns(first, payloads, offset=offset, durable=durable, prev_crc=prev_crc)
+    return encode_entries_frame(first, terms, payloads, offset=offset, durable=durable, prev_crc=prev_crc, sizes=sizes)
+
 
 #: Builds a :class:`_View` without NamedTuple's Python-level ``__new__`` (half the cost, once per append).
 _new_view = tuple.__new__
@@ -60,12 +78,14 @@ class LogWriter(LogReader):
         self,
         first: int,
         terms: Sequence[int] | np.ndarray,
-        payloads: Sequence[bytes],
+        payloads: Sequence[bytes] | EntryColumns,
         payload_bytes: int,
         sizes: np.ndarray | None = None,
     ) -> None:
         """Write a validated batch starting at ``first`` (replacing entries from
-        ``first`` on).  Durable on return in ``always`` mode."""
+        ``first`` on).  Durable on return in ``always`` mode.  ``payloads`` may be
+        :class:`EntryColumns` (``terms`` then equals its terms): written with the
+        check values it carries, no payload hashed."""
         self._check_writable()
         n = len(payloads)
         frame_len = FRAME_HEADER_SIZE + align8(SLOT_SIZE * n + payload_bytes)
@@ -88,9 +108,7 @@ class LogWriter(LogReader):
                 assert tail is not None
                 f = tail.file
                 assert f is not None and isinstance(tail.index, TailIndex)
-                fr = encode_entries_frame(
-                    first, terms, payloads, offset=f.end, durable=f.durable, prev_crc=f.last_crc, sizes=sizes
-                )
+                fr = _encode(first, terms, payloads, f.end, f.durable, f.last_crc, sizes)
                 self._write_frame(f, fr)
                 pa = self.preallocator
                 if pa is not None and f.zeroed - f.end < pa.ahead // 2:
@@ -238,7 +256,10 @@ class LogWriter(LogReader):
 
 
     def _rotate(
-        self, base: int, terms: Sequence[int] | np.ndarray | None, payloads: Sequence[bytes] | None
+        self,
+        base: int,
+        terms: Sequence[int] | np.ndarray | None,
+        payloads: Sequence[bytes] | EntryColumns | None,
     ) -> None:
         """Start a new tail segment at ``base`` (optionally holding a first batch),
         cutting every entry ``>= base``.  Commit point: the manifest rename."""
@@ -261,7 +282,7 @@ class LogWriter(LogReader):
         last = base - 1
         try:
             if payloads is not None and terms is not None:
-                fr = encode_entries_frame(base, terms, payloads, offset=f.end, durable=0, prev_crc=f.last_crc)
+                fr = _encode(base, terms, payloads, f.end, 0, f.last_crc)
                 f.append(fr)
                 assert fr.slot_offsets is not None
                 index.set_from(0, fr.slot_offsets)

@@ -8,6 +8,8 @@ sidecar killed with SIGKILL (tests/test_archive_sidecar.py).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from segwal.engine import WalEngine
 from segwal.errors import CorruptionError, StorageIOError
 from segwal.storage.archive import Archiver, read_archived_position, restore
+from segwal.storage.archive.format import K_DELTA, decode_object, encode_object, log_name, object_hash, parse_log_name
 from segwal.storage.archive.retention import apply_retention
 from segwal.storage.archive.verify import verify_archive
 from segwal.storage.objectstore.seam import ObjectExistsError, ObjectInfo, StoredObject
@@ -187,6 +190,33 @@ def test_damaged_object_makes_restore_refuse_and_name_it(tmp_path: Path) -> None
     rep = verify_archive(seam, "p")
     assert rep.exit_status == 2 and any(victim in f for f in rep.findings)
     # a restore that stops before the damaged object does not need it
+    assert restore(seam, "p", tmp_path / "early", to_index=10).last_index == 10
+
+
+@pytest.mark.parametrize("what", ["payload", "check"])
+def test_forged_entry_with_consistent_object_checksums_is_refused(tmp_path: Path, what: str) -> None:
+    """An object whose name hash and CRCs agree with its bytes, but one entry's payload
+    (or slot check value) changed: only the per-entry check catches it.  The restore
+    writes the archive's check values as they are, so that check must run on the way in."""
+    seam = DictSeam()
+    logs = _archive(tmp_path, seam)
+    victim = logs[1]
+    ln = parse_log_name(victim[len("p/") :])
+    assert ln is not None and ln.count == 10
+    head, body = decode_object(seam.objects[victim], victim, K_DELTA)
+    forged = bytearray(body)
+    if what == "payload":
+        forged[-3] ^= 0x40  # a byte of the last entry's payload
+    else:
+        forged[9 * 24 + 16] ^= 0x01  # the last slot's check value
+    data = encode_object(K_DELTA, head.seq, head.first, head.count, head.engine_id, bytes(forged))
+    name = "p/" + log_name(ln.seq, ln.first, ln.count, False, object_hash(data))
+    del seam.objects[victim]
+    seam.objects[name] = data
+    with pytest.raises(CorruptionError, match="entry checksum mismatch") as ei:
+        restore(seam, "p", tmp_path / "r")
+    assert name in str(ei.value) and ei.value.index == 20
+    assert not (tmp_path / "r").exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".r.")]
     assert restore(seam, "p", tmp_path / "early", to_index=10).last_index == 10
 
 
@@ -453,3 +483,21 @@ def test_retention_pass_between_a_restores_listing_and_its_lease_makes_it_plan_a
     assert (res.kv_snapshot_index, res.last_index) == (55, 60)
     same_as(tmp_path / "r", ents(56, 60, 1), base=55, kv={b"k": b"55"})
     node.close()
+
+
+def test_restore_imports_neither_asyncio_nor_the_object_store_engine() -> None:
+    """The ``segwal restore`` child imports what a restore runs, not the rest of ``segwal.storage``
+    (its start-up is part of the restore time); the lazy names still resolve as before."""
+    code = (
+        "import sys, types\n"
+        "import segwal.storage.archive, segwal.tools.archive\n"
+        "heavy = ['asyncio', 'sqlite3', 'segwal.storage.objectstore.engine', 'segwal.storage.aio']\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+        "from segwal.storage.objectstore import Sidecar\n"
+        "from segwal.storage.objectstore import ObjectStoreEngine, sidecar, store_from_url\n"
+        "from segwal.storage import ObjectStoreEngine as O, SqliteEngine\n"
+        "print(isinstance(sidecar, types.FunctionType), O is ObjectStoreEngine, SqliteEngine.__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "True True SqliteEngine"]

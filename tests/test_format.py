@@ -13,11 +13,14 @@ from segwal.wal.format import (
     FRAME_HEADER_SIZE,
     KIND_TRUNCATE,
     SEGMENT_HEADER_SIZE,
+    EntryColumns,
     decode_frame_header,
     decode_segment_header,
+    encode_entries_columns,
     encode_entries_frame,
     encode_frame,
     encode_segment_header,
+    entry_check,
     find_valid_frames,
     scan_frames,
 )
@@ -137,3 +140,46 @@ def test_find_valid_frames_locates_frames_anywhere() -> None:
     buf, ends, _ = build([[b"a"], [b"bb"], [b"ccc"]])
     found = find_valid_frames(buf, SEGMENT_HEADER_SIZE)
     assert [off for off, _ in found] == [SEGMENT_HEADER_SIZE, ends[0], ends[1]]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    payloads=st.integers(0, 150).flatmap(lambda n: st.lists(st.binary(max_size=40), min_size=n, max_size=n)),
+    first=st.integers(1, 2**63),
+    base_term=st.integers(0, 2**64 - 200),
+    steps=st.data(),
+    offset=st.integers(8, 1 << 20).map(lambda x: x & ~7),
+    durable=st.integers(0, 2**32 - 1),
+    prev_crc=st.integers(0, 2**32 - 1),
+)
+def test_columns_encoder_equals_encode_entries_frame_byte_for_byte(
+    payloads: list[bytes], first: int, base_term: int, steps: st.DataObject, offset: int, durable: int, prev_crc: int
+) -> None:
+    # both sides of SMALL_BATCH (64): the struct path and the numpy path of encode_entries_frame
+    n = len(payloads)
+    bumps = steps.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n))
+    terms = [base_term + sum(bumps[: i + 1]) for i in range(n)]
+    want = encode_entries_frame(first, terms, payloads, offset=offset, durable=durable, prev_crc=prev_crc)
+    checks = np.array([entry_check(p, first + i, t) for i, (t, p) in enumerate(zip(terms, payloads))], dtype=np.uint64)
+    blob = memoryview(b"pre" + b"".join(payloads) + b"post")[3:-4]  # a view inside a larger object, as restore has
+    cols = EntryColumns(
+        np.array(terms, dtype=np.uint64), np.array([len(p) for p in payloads], dtype=np.uint32), checks, blob
+    )
+    got = encode_entries_columns(first, cols, offset=offset, durable=durable, prev_crc=prev_crc)
+    assert b"".join(got.buffers) == b"".join(want.buffers)
+    assert (got.frame_len, got.header_crc) == (want.frame_len, want.header_crc)
+    assert want.slot_offsets is not None and got.slot_offsets is not None
+    assert list(got.slot_offsets) == list(want.slot_offsets)
+    assert len(cols) == n
+
+
+def test_columns_encoder_refuses_columns_that_disagree() -> None:
+    t = np.array([1, 1], dtype=np.uint64)
+    ok = EntryColumns(t, np.array([1, 2], dtype=np.uint32), np.zeros(2, dtype=np.uint64), b"abc")
+    assert encode_entries_columns(5, ok, offset=64, durable=64, prev_crc=0).frame_len == 40 + 48 + 8
+    with pytest.raises(ValueError, match="lengths add up to 3"):
+        encode_entries_columns(5, EntryColumns(t, ok.plens, ok.checks, b"abcd"), offset=64, durable=64, prev_crc=0)
+    with pytest.raises(ValueError, match="2 terms, 1 lengths"):
+        encode_entries_columns(5, EntryColumns(t, ok.plens[:1], ok.checks, b"a"), offset=64, durable=64, prev_crc=0)
+    with pytest.raises(ValueError, match="4 GiB"):
+        encode_entries_columns(5, ok, offset=(1 << 32) - 64, durable=0, prev_crc=0)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -269,10 +270,13 @@ def decode_delta(data: bytes, name: str) -> tuple[Header, list[Entry]]:
     return head, out
 
 
-def decode_delta_columns(data: bytes, name: str) -> tuple[Header, np.ndarray, list[memoryview]]:
-    """A delta's terms and payloads (views into ``data``), every entry checked (its check
-    value, non-decreasing terms) and every length checked against the object's size
-    before use.  O(bytes), without building ``Entry`` objects.
+def decode_delta_columns(data: bytes, name: str) -> tuple[Header, np.ndarray, np.ndarray, np.ndarray, memoryview]:
+    """A delta's columns: terms, payload lengths, check values (``uint64``,
+    ``uint32``, ``uint64``) and its payloads back to back (a view into ``data``),
+    every entry checked (its check value against its payload, hashed here once;
+    non-decreasing terms) and every length checked against the object's size
+    before use.  O(bytes), without building ``Entry`` objects or keeping a
+    per-entry object: what a restore appends as it is.
 
     Raises:
         CorruptionError: naming the object, the offset and the log index.
@@ -281,19 +285,27 @@ def decode_delta_columns(data: bytes, name: str) -> tuple[Header, np.ndarray, li
     n, first = head.count, head.first
     slots = _slots(body, n, name)
     plens = slots["plen"].astype(np.int64)
-    end = n * _SLOT.itemsize + int(plens.sum())
+    table = n * _SLOT.itemsize
+    end = table + int(plens.sum())
     if end != len(body) or (n and bool((slots["zero"] != 0).any())):
         raise CorruptionError(
             f"slot table does not add up to the body ({end} != {len(body)} bytes)", path=name, offset=HEADER_SIZE
         )
     if n and first + n > 1 << 64:
         raise CorruptionError(f"index range {first}+{n} overflows", path=name, offset=16)
-    ends = np.cumsum(plens) + n * _SLOT.itemsize
+    ends = np.cumsum(plens) + table
     starts = ends - plens
-    views = list(map(body.__getitem__, map(slice, starts.tolist(), ends.tolist())))
     terms = slots["term"].astype(np.uint64)
-    got = np.fromiter(map(xxhash.xxh3_64_intdigest, views, range(first, first + n)), dtype=np.uint64, count=n)
-    bad = np.flatnonzero((got ^ terms) != slots["check"])
+    checks = slots["check"].astype(np.uint64)
+    # one short-lived slice per payload, hashed and dropped (a list of a million
+    # views, GC-tracked objects, costs more than the hashing); slices of ``bytes``
+    # are cheaper to make than views of it
+    src: bytes | memoryview = data if type(data) is bytes else memoryview(data)
+    parts: Iterator[bytes | memoryview] = map(
+        src.__getitem__, map(slice, (starts + HEADER_SIZE).tolist(), (ends + HEADER_SIZE).tolist())
+    )
+    got = np.fromiter(map(xxhash.xxh3_64_intdigest, parts, range(first, first + n)), dtype=np.uint64, count=n)
+    bad = np.flatnonzero((got ^ terms) != checks)
     if len(bad):
         i = int(bad[0])
         raise CorruptionError("entry checksum mismatch", path=name, offset=HEADER_SIZE + 24 * i, index=first + i)
@@ -306,7 +318,7 @@ def decode_delta_columns(data: bytes, name: str) -> tuple[Header, np.ndarray, li
             offset=HEADER_SIZE + 24 * i,
             index=first + i,
         )
-    return head, terms, views
+    return head, terms, plens.astype(np.uint32), checks, body[table:]
 
 
 def encode_state(n: int, seq: int, engine_id: int, rec: StateRecord) -> bytes:

@@ -52,6 +52,8 @@ __all__ = ["LEASE_SECONDS", "RestoreResult", "active_json", "read_archived_posit
 #: How long a restore's lease protects its plan from retention (renewed never: a restore is shorter).
 LEASE_SECONDS = 3600.0
 _BATCH = 1 << 15
+#: A log object's columns: terms, payload lengths, check values, payloads back to back.
+_Columns = tuple[np.ndarray, np.ndarray, np.ndarray, memoryview]
 _AHEAD = 8  # objects downloaded ahead of the one being restored
 log = logging.getLogger("segwal.archive")
 
@@ -117,14 +119,15 @@ def _get(seam: ObjectStoreSeam, cat: Catalog, obj: LogName) -> bytes:
     return got.data
 
 
-def _read_delta(cat: Catalog, obj: LogName, data: bytes) -> tuple[np.ndarray, list[memoryview]]:
-    """Log object ``obj`` (its bytes ``data``) checked (module docstring): its terms and payloads."""
+def _read_delta(cat: Catalog, obj: LogName, data: bytes) -> _Columns:
+    """Log object ``obj`` (its bytes ``data``) checked (module docstring): its terms, payload
+    lengths, check values (each verified against its payload) and payloads back to back."""
     name = cat.full(obj.name)
     if object_hash(data) != obj.digest:
         raise CorruptionError(
             "archive object does not match the hash in its name (damaged or replaced)", path=name, offset=0
         )
-    head, terms, payloads = decode_delta_columns(data, name)
+    head, terms, plens, checks, blob = decode_delta_columns(data, name)
     if (head.seq, head.first, head.count) != (obj.seq, obj.first, obj.count):
         raise CorruptionError(
             f"object header says seq {head.seq} entries {head.first}+{head.count}, "
@@ -132,7 +135,7 @@ def _read_delta(cat: Catalog, obj: LogName, data: bytes) -> tuple[np.ndarray, li
             path=name,
             offset=8,
         )
-    return terms, payloads
+    return terms, plens, checks, blob
 
 
 def _check_dest(dest: str) -> tuple[str, str]:
@@ -238,9 +241,7 @@ def restore(
             log.warning("restore lease %s not removed (it expires): %s", lease, e)
 
 
-def _fetch(
-    seam: ObjectStoreSeam, cat: Catalog, plan: Plan
-) -> Iterator[tuple[LogName, np.ndarray, list[memoryview], int]]:
+def _fetch(seam: ObjectStoreSeam, cat: Catalog, plan: Plan) -> Iterator[tuple[LogName, _Columns, int]]:
     """The plan's log objects in order, checked: downloaded 8 at a time ahead (the
     threads only wait for the store), verified and decoded in the caller's thread."""
     objs: list[LogName] = []
@@ -255,8 +256,7 @@ def _fetch(
                 futures[k] = None  # type: ignore[call-overload]
                 if k + _AHEAD < len(objs):
                     futures.append(pool.submit(_get, seam, cat, objs[k + _AHEAD]))
-                terms, payloads = _read_delta(cat, o, data)
-                yield o, terms, payloads, len(data)
+                yield o, _read_delta(cat, o, data), len(data)
         finally:
             for fut in futures:
                 if fut is not None:
@@ -276,12 +276,15 @@ def _build(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, tmp: str, dest: str)
         by_obj: dict[str, list[tuple[int, int]]] = {}
         for r in plan.runs:
             by_obj.setdefault(r.obj.name, []).append((r.first, r.last))
-        for obj, terms, payloads, size in _fetch(seam, cat, plan):
+        for obj, (terms, plens, checks, blob), size in _fetch(seam, cat, plan):
             nread += 1
             nbytes += size
+            # offsets of the payloads in ``blob``: a batch is one slice of it
+            offs = np.zeros(len(plens) + 1, dtype=np.int64)
+            np.cumsum(plens, out=offs[1:])
             for a, b in by_obj.pop(obj.name, []):
                 lo, hi = a - obj.first, b - obj.first + 1
-                if a != expect or lo < 0 or hi > len(payloads):
+                if a != expect or lo < 0 or hi > len(plens):
                     raise CorruptionError(
                         f"object does not hold entries {a}..{b} the sequence places in it",
                         path=cat.full(obj.name),
@@ -295,7 +298,11 @@ def _build(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, tmp: str, dest: str)
                     )
                 for i in range(lo, hi, _BATCH):
                     j = min(hi, i + _BATCH)
-                    append_columns(eng, obj.first + i, terms[i:j], payloads[i:j])
+                    # the check values were verified against the payloads by _read_delta:
+                    # the engine writes them as they are, hashing nothing again
+                    append_columns(
+                        eng, obj.first + i, terms[i:j], plens[i:j], checks[i:j], blob[int(offs[i]) : int(offs[j])]
+                    )
                 expect = b + 1
                 prev_term = int(terms[hi - 1])
         if expect != plan.target + 1:
