@@ -20,7 +20,7 @@ from segwal.kv.files import KVFile
 from segwal.kv.store import KVStore
 from segwal.types import LogId
 
-__all__ = ["KeyValueOps", "KV_DIR"]
+__all__ = ["KV_DIR", "KeyValueOps"]
 
 #: The key/value store's folder inside the engine directory.
 KV_DIR: Final = "kv"
@@ -113,21 +113,36 @@ class KeyValueOps:
         """Write a consistent, checksummed copy of the key/value data at
         ``last_applied()`` to the file ``dest``; returns that ``LogId``.
 
-        Writers are held off only while the key directory is captured (O(keys),
-        no value read); values are copied afterwards.  Durable on return
-        (temporary file, fsync, rename, directory fsync).
+        Writers are held off only while a frozen view of the key directory is
+        taken (:func:`segwal.kv.keydir.freeze_store`: one C-level copy of the overlay of changes
+        since the key index was last written, no key or value read); the keys are
+        listed and the values copied afterwards, without the lock (a damaged key
+        index is rebuilt under it instead).  O(keys + bytes) in all.  Durable on
+        return (temporary file, fsync, rename, directory fsync).
 
         Raises:
             ValueError: no ``last_applied`` was ever recorded (nothing to name the
                 snapshot by: use ``apply(..., applied=...)``).
         """
+        from segwal.kv.keydir import freeze_store
+        from segwal.kv.keyindex import IndexDamaged
         from segwal.kv.snapshot import CHUNK_PAIRS, write_snapshot
 
         with self._wlock:
             self._live()
             kv = self._kv
             assert kv is not None
-            keys, locs, applied = kv.capture()
+            view, applied = freeze_store(kv)
+        if applied is None:
+            raise ValueError("no last_applied LogId recorded: record one with apply(..., applied=...) first")
+        try:
+            items = list(view.items())  # O(keys), writers go on
+            keys, locs = [k for k, _ in items], [v for _, v in items]
+            del items
+        except IndexDamaged:  # rare: rebuild the key directory, under the lock as every writer
+            with self._wlock:
+                self._live()
+                keys, locs, applied = kv.capture()
         if applied is None:
             raise ValueError("no last_applied LogId recorded: record one with apply(..., applied=...) first")
 

@@ -39,6 +39,7 @@ from segwal.wal.segment import SegmentFile
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from segwal.kv.store import KVStore
+    from segwal.types import LogId
 
 __all__ = [
     "BG_CHECKPOINT_KEYS",
@@ -48,6 +49,7 @@ __all__ = [
     "Refusing",
     "checkpoint_store",
     "commit_locks",
+    "freeze_store",
     "index_damaged",
     "maybe_checkpoint",
     "open_table",
@@ -233,6 +235,26 @@ class KeyDir:
             w2 = klen | ((ve - vs) << np.uint64(32))
             parts.append(np.stack([hs, w1, w2, chk], axis=1))
         return np.concatenate(parts) if parts else np.zeros((0, 4), dtype="<u8")
+
+
+def freeze_store(store: KVStore) -> tuple[KeyDir | Refusing, LogId | None]:
+    """A consistent view of ``store`` for a snapshot, cheap to take: a key directory
+    later writes do not change (the immutable key index under a copy of the overlay
+    of changes since it was written), and ``last_applied``.  O(overlay) in one
+    C-level dict copy; no key or value is read.
+
+    The caller holds off writers during the call (the engine's write lock); the
+    view's ``items()`` (O(keys)) and ``store.read_values`` then run without it
+    (files a compaction or checkpoint replaces stay mapped while referenced).
+    ``items()`` may raise ``IndexDamaged``: the caller then falls back to
+    ``store.capture()`` under the lock, which rebuilds the directory.
+    """
+    kd = store._kd
+    if not isinstance(kd, KeyDir):
+        return kd, store._applied  # a closed or poisoned store: its items() raises its error
+    view = KeyDir(kd.table, kd.n)
+    view.over = dict(kd.over)
+    return view, store._applied
 
 
 def open_table(store: KVStore, segs: dict[int, SegmentFile], path: str | None = None) -> KeyTable | str:

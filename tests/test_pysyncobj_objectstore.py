@@ -348,6 +348,19 @@ def test_clear_requires_the_dump_in_the_store(tmp_path):
     j._destroy()
 
 
+def _pysyncobj_dump(data: Any) -> bytes:
+    """``data`` in PySyncObj's own dump file format (a gzip'd pickle)."""
+    import gzip
+    import io
+
+    from pysyncobj import pickle as pspickle
+
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb") as g:
+        pspickle.dump(data, g)
+    return buf.getvalue()
+
+
 class _Inner:
     """A stand-in for PySyncObj's serializer: the received dump is written on the last chunk."""
 
@@ -360,7 +373,7 @@ class _Inner:
         return True
 
     def deserialize(self) -> Any:
-        return ({"state": 1}, (b"c", 8, 2), (b"b", 7, 2), set())
+        raise AssertionError("deserialize() loads the state into the application: never call it to store a dump")
 
     def checkSerializing(self) -> Any:
         return (0, None)
@@ -372,9 +385,10 @@ def test_a_received_dump_is_stored_before_pysyncobj_may_load_it(tmp_path):
     j = open_on(seam, dump)
     ser = UploadingSerializer(_Inner(str(dump)), j.dumps)
     assert ser.checkSerializing() == (0, None)  # everything else goes to the wrapped serializer
-    assert ser.setTransmissionData(b"snapshot") is False  # not in the store: not complete, not loaded
+    snapshot = _pysyncobj_dump(({"state": 1}, (b"c", 8, 2), (b"b", 7, 2), set()))
+    assert ser.setTransmissionData(snapshot) is False  # not in the store: not complete, not loaded
     seam.fail = None
-    assert ser.setTransmissionData(b"snapshot") is True
+    assert ser.setTransmissionData(snapshot) is True
     assert [d.first for d in j.dumps.store.dumps()] == [7]  # the journal restarts at the entry before the last
     j.clear()  # allowed now
     j._destroy()
@@ -389,3 +403,67 @@ def test_sidecar_refuses_the_engines_own_folders():
     with pytest.raises(TypeError, match="ObjectStoreEngine"):
         sidecar(InMemoryEngine(), "x")  # type: ignore[arg-type]
     e.close()
+
+
+# ------------------------------------------- custom serializers with a dump in the store
+
+
+def test_a_received_custom_dump_never_runs_the_applications_deserializer(tmp_path):
+    """PySyncObj's deserialize() runs SyncObjConf(deserializer=), which loads the state into
+    the application: storing a received dump must not call it (the upload may fail)."""
+    import pickle
+
+    from pysyncobj.serializer import Serializer
+
+    app = {"state": "old"}
+
+    def ser(fn: str, data: Any) -> None:
+        with open(fn, "wb") as f:
+            pickle.dump((app["state"], data), f)
+
+    def deser(fn: str) -> Any:
+        with open(fn, "rb") as f:
+            st, data = pickle.load(f)
+        app["state"] = st
+        return data
+
+    seam = Recorder()
+    dump = tmp_path / "dump"
+    j = open_on(seam, dump)
+    blob = pickle.dumps(("NEW", ((b"x", 500, 3), (b"y", 499, 3), None)))
+    for fail in ("/pysyncobj/", None):
+        seam.fail = fail
+        up = UploadingSerializer(Serializer(str(dump), 1 << 20, False, ser, deser, None), j.dumps)
+        assert up.setTransmissionData((blob, True, True)) is False  # unreadable without the user's code
+        assert app["state"] == "old"
+    assert j.dumps.store.dumps() == []
+    j._destroy()
+
+
+def test_an_object_store_journal_refuses_custom_serializers_at_setup(tmp_path):
+    def ser(fn: str, data: Any) -> None:
+        raise AssertionError("never called")
+
+    def deser(fn: str) -> Any:
+        raise AssertionError("never called")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dump = str(tmp_path / "dump")
+    conf = SyncObjConf(
+        journalFile=segwal_journal("memory://custom-ser/n1"), fullDumpFile=dump, serializer=ser, deserializer=deser
+    )
+    with pytest.raises(ValueError, match=r"serializer=None, deserializer=None"):
+        _Obj(f"127.0.0.1:{port}", [], conf)
+    assert ObjectStoreEngine.from_url("memory://custom-ser/n1", readonly=True).last_index() == 0  # nothing opened
+    seam = Recorder()
+    conf = SyncObjConf(
+        journalFile=segwal_journal(lambda: ObjectStoreEngine(seam, "n")),
+        fullDumpFile=dump,
+        serializer=ser,
+        deserializer=deser,
+    )
+    with pytest.raises(ValueError, match=r"serializer=None, deserializer=None"):
+        _Obj(f"127.0.0.1:{port}", [], conf)
+    ObjectStoreEngine(seam, "n").close()  # the refused journal's engine was closed (its lease is free)

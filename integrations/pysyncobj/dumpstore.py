@@ -94,6 +94,7 @@ __all__ = [
     "UploadingSerializer",
     "choose_dump",
     "decode_dump",
+    "dump_first_index",
     "encode_dump",
 ]
 
@@ -329,6 +330,31 @@ class DumpKeeper:
             log.warning("deleting old dump objects in %s failed (garbage only): %s", self.store.folder, e)
 
 
+def dump_first_index(payload: bytes) -> int:
+    """The journal first index a dump in PySyncObj's own file format goes with: the
+    index of the entry before the last applied one (``data[2][1]`` of the gzip'd pickle
+    of ``(state, last applied entry, the entry before it, cluster)``).  Runs no
+    application code but PySyncObj's unpickler.  Pure; O(dump size).
+
+    Raises:
+        ValueError: ``payload`` is not such a dump (e.g. written by a custom serializer).
+    """
+    import gzip
+    import io
+
+    from pysyncobj import pickle as pspickle
+
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(payload)) as g:
+            data = pspickle.load(g)
+        return int(data[2][1])
+    except Exception as e:
+        raise ValueError(
+            f"dump of {len(payload)} bytes is not in PySyncObj's format (gzip'd pickle of (state, last entry, "
+            f"entry before it, cluster)): {type(e).__name__}: {e}"
+        ) from e
+
+
 class UploadingSerializer:
     """PySyncObj's serializer protocol around another serializer: a dump received from the
     leader is uploaded to the store (rule 2) before ``setTransmissionData`` reports it complete.
@@ -348,8 +374,11 @@ class UploadingSerializer:
             return False
         keeper = self._keeper
         try:
-            received = self._inner.deserialize()  # (state, last applied entry, the entry before it, cluster)
-            keeper.save_payload(int(received[2][1]), read_file(keeper.fs, keeper.path))
+            # the index is read from the bytes, never through the wrapped deserialize(): with a
+            # custom SyncObjConf(deserializer=) that would load the state into the application
+            # before the upload (which may fail) and again when PySyncObj installs it
+            payload = read_file(keeper.fs, keeper.path)
+            keeper.save_payload(dump_first_index(payload), payload)
         except Exception:  # any failure: not stored, so not complete
             log.exception("storing the received dump in %s failed; the snapshot is not installed", keeper.store.folder)
             return False

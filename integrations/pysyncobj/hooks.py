@@ -258,6 +258,13 @@ def _check_conf(conf: Any, spec: SegwalJournalFile) -> None:
             "PySyncObj keeps its snapshot in memory only, and log compaction would delete entries that "
             "nothing durable holds any more (or use sync='flush', which makes no power-loss promise)"
         )
+    if spec.kind == "url" and (conf.serializer is not None or conf.deserializer is not None):
+        raise ValueError(
+            f"segwal_journal({spec.target!r}) needs SyncObjConf(serializer=None, deserializer=None): "
+            "the dump is kept in the object store and its journal index is read from PySyncObj's own "
+            "dump format; a custom serializer's file cannot be read without running the application's "
+            "deserializer, which would load a received state before it is stored"
+        )
     if spec.fs is not None and (conf.useFork or conf.serializer is not None):
         raise ValueError(
             "segwal_journal(fs=...) needs SyncObjConf(useFork=False) and no custom serializer: "
@@ -320,6 +327,15 @@ def install() -> None:
                 inner = orig_serializer(fileName, transmissionBatchSize, *args, **kwargs)
             j = getattr(_ctx, "journal", None)
             if spec is not None and isinstance(j, SegwalJournal) and j.dumps is not None:
+                conf = _ctx.conf
+                if conf.serializer is not None or conf.deserializer is not None:  # a factory's object store
+                    j._destroy()
+                    raise ValueError(
+                        f"segwal_journal({spec.target!r}) opened an engine in an object store, which needs "
+                        "SyncObjConf(serializer=None, deserializer=None): the dump's journal index is read "
+                        "from PySyncObj's own dump format (a custom serializer's file cannot be read without "
+                        "running the application's deserializer)"
+                    )
                 return UploadingSerializer(inner, j.dumps)  # a received dump goes to the store first
             return inner
 
