@@ -120,15 +120,17 @@ def encode_kv_body(
 
 
 def encode_kv_padded(
-    keys: Any, values: Any, klens: list[int], vlens: list[int], checks: list[int], applied: LogId | None
+    keys: Any, values: Any, klens: list[int], vlens: list[int], checks: list[int], applied: LogId | None,
+    *, deletes: bool = False,
 ) -> bytes:
     """:func:`encode_kv_body` for the write path, padded with zeros to a multiple of 8
     (so :func:`~segwal.wal.format.encode_frame` need not copy it to pad it).  Pure.
 
     ``klens``/``vlens`` are the lengths of ``keys``/``values`` (``vlens[i]`` is
     ``TOMBSTONE`` for a delete, whose value is ``None``); ``checks`` as in
-    :func:`encode_kv_body`.  The bytes are those of :func:`encode_kv_body` plus
-    the frame's padding.  O(total bytes), one join.
+    :func:`encode_kv_body`; ``deletes`` must be true when any value is ``None``.
+    The bytes are those of :func:`encode_kv_body` plus the frame's padding.
+    O(total bytes), one join.
     """
     n = len(klens)
     if applied is not None:
@@ -143,10 +145,9 @@ def encode_kv_padded(
     parts[4 : 2 * n + 4 : 2] = keys
     parts[5 : 2 * n + 4 : 2] = values
     size = BODY_HEAD_SIZE + REC_TABLE * n + sum(klens) + sum(vlens)
-    deletes = vlens.count(TOMBSTONE)
     if deletes:
         parts[5 : 2 * n + 4 : 2] = [b"" if v is None else v for v in values]
-        size -= TOMBSTONE * deletes
+        size -= TOMBSTONE * vlens.count(TOMBSTONE)
     parts[-1] = _PAD[: -size & 7]
     return b"".join(parts)
 

@@ -410,7 +410,7 @@ class KVStore:
             if has_none:
                 checks = [0 if v is None else _xxh3(v) for v in vals]
                 body = encode_kv_padded(keys, vals, klens, [TOMBSTONE if v is None else ln for v, ln in zip(
-                    vals, vlens)], checks, applied)
+                    vals, vlens)], checks, applied, deletes=True)
             else:
                 checks = list(map(_xxh3, vals))
                 body = encode_kv_padded(keys, vals, klens, vlens, checks, applied)
@@ -442,7 +442,7 @@ class KVStore:
                 inter[0::2] = klens
                 inter[1::2] = vlens
                 acc = list(accumulate(inter, initial=data))
-                kd.put_many(zip(keys, zip(repeat(seg), acc[1::2], acc[2::2], checks)), olds.count(None))
+                kd.put_many(zip(keys, zip(repeat(seg), acc[1::2], acc[2::2], checks)), n - len(present))
                 gained = REC_TABLE * n + acc[-1] - data
                 self._live += gained - lost
                 self._dead += lost
