@@ -377,10 +377,10 @@ class KVStore:
             kd = self._kd
             assert isinstance(kd, KeyDir)
             try:  # without a key index every key is in the overlay: one C-level pass
-                olds: list[Any] = list(map(kd.over.get if kd.table is None else kd.get, keys))
+                olds: list[Any] = kd.get_many(keys)
             except IndexDamaged as e:
                 kd = self._index_damaged(e, locked=True)
-                olds = list(map(kd.get, keys))
+                olds = kd.get_many(keys)
             simple = not has_none and len(set(keys)) == n
             if not simple:
                 # Deletes or a repeated key: each change sees the one before it.
