@@ -352,14 +352,16 @@ def report(res: dict[str, Any]) -> str:
     """The results as markdown tables, with the issue's targets checked."""
     out = []
     peers = res["peers"]
-    out.append("| keys | store | open (ms) | RSS above baseline (MB) | baseline (MB) | get (µs) | on disk (MB) |")
-    out.append("|---:|---|---:|---:|---:|---:|---:|")
+    if res["open"]:
+        out.append("| keys | store | open (ms) | RSS above baseline (MB) | baseline (MB) | get (µs) | on disk (MB) |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|")
     for n, row in res["open"].items():
         for p in peers:
             m = row[p]
             out.append(f"| {int(n):,} | {p} | {m['open_s'] * 1e3:.1f} | {m['rss_mb']:.1f} | {m['base_mb']:.0f} | "
                        f"{m['get_us']:.2f} | {m['disk_mb']:.0f} |")
-    out.append("")
+    if res["open"]:
+        out.append("")
     out.append("| store | apply(100 changes) durable /s, median | min | max |")
     out.append("|---|---:|---:|---:|")
     rounds = res.get("apply100_rounds", {})
