@@ -63,6 +63,7 @@ _LITTLE = sys.byteorder == "little"
 assert BODY_HEAD_SIZE == 24
 
 
+_TUPLE: Final = frozenset((tuple,))
 _BYTES: Final = frozenset((bytes,))
 _BYTES_OR_NONE: Final = frozenset((bytes, type(None)))
 _PAD: Final = bytes(8)
@@ -233,12 +234,14 @@ def split_changes(changes: list[Any]) -> tuple[Any, Any, bool, list[int], list[i
     Raises:
         TypeError / ValueError: as :func:`validate_changes`.
     """
-    try:
-        # strict: a change longer or shorter than the others raises; unpacking into two
-        # then fails unless every change has exactly two items.
-        keys, vals = zip(*changes, strict=True)
-    except (TypeError, ValueError):
-        keys = None
+    keys = None
+    if set(map(type, changes)) == _TUPLE:  # tuples only: zip must not consume a one-shot iterable
+        try:
+            # strict: a change longer or shorter than the others raises; unpacking into two
+            # then fails unless every change has exactly two items.
+            keys, vals = zip(*changes, strict=True)
+        except ValueError:
+            keys = None
     if keys is not None and set(map(type, keys)) == _BYTES:
         vtypes = set(map(type, vals))
         if vtypes <= _BYTES_OR_NONE:
