@@ -128,8 +128,8 @@ def encode_kv_padded(
     (so :func:`~segwal.wal.format.encode_frame` need not copy it to pad it).  Pure.
 
     ``klens``/``vlens`` are the lengths of ``keys``/``values`` (``vlens[i]`` is
-    ``TOMBSTONE`` for a delete, whose value is ``None``); ``checks`` as in
-    :func:`encode_kv_body`; ``deletes`` must be true when any value is ``None``.
+    0 for a delete, whose value is ``None``: :func:`split_changes`'s); ``checks``
+    as in :func:`encode_kv_body`; ``deletes`` must be true when any value is ``None``.
     The bytes are those of :func:`encode_kv_body` plus the frame's padding.
     O(total bytes), one join.
     """
@@ -147,8 +147,8 @@ def encode_kv_padded(
     parts[5 : 2 * n + 4 : 2] = values
     size = BODY_HEAD_SIZE + REC_TABLE * n + sum(klens) + sum(vlens)
     if deletes:
+        parts[2] = _u32([TOMBSTONE if v is None else ln for v, ln in zip(values, vlens)])
         parts[5 : 2 * n + 4 : 2] = [b"" if v is None else v for v in values]
-        size -= TOMBSTONE * vlens.count(TOMBSTONE)
     parts[-1] = _PAD[: -size & 7]
     return b"".join(parts)
 

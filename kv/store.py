@@ -44,7 +44,6 @@ from segwal.fs import FileSystem
 from segwal.kv.codec import (
     BODY_HEAD_SIZE,
     REC_TABLE,
-    TOMBSTONE,
     encode_kv_padded,
     split_changes,
 )
@@ -407,13 +406,8 @@ class KVStore:
                 prevs = olds  # all None
             else:
                 prevs = [None if loc is None else vals[loc[1]] for loc in olds]
-            if has_none:
-                checks = [0 if v is None else _xxh3(v) for v in vals]
-                body = encode_kv_padded(keys, vals, klens, [TOMBSTONE if v is None else ln for v, ln in zip(
-                    vals, vlens)], checks, applied, deletes=True)
-            else:
-                checks = list(map(_xxh3, vals))
-                body = encode_kv_padded(keys, vals, klens, vlens, checks, applied)
+            checks = [0 if v is None else _xxh3(v) for v in vals] if has_none else list(map(_xxh3, vals))
+            body = encode_kv_padded(keys, vals, klens, vlens, checks, applied, deletes=has_none)
             frame_len = FRAME_HEADER_SIZE + len(body)
             seg = self._active
             assert seg is not None

@@ -641,3 +641,20 @@ def test_changes_that_are_not_tuples_are_split_without_losing_one_shot_pairs(tmp
         s.apply([(b"a", b"x"), 5])  # type: ignore[list-item]
     assert [s.get(k) for k in (b"a", b"b", b"c")] == [b"1", b"2", b"3"]
     s.close()
+
+
+def test_the_padded_write_path_encoding_is_the_body_plus_the_frames_padding() -> None:
+    import xxhash
+
+    from segwal.kv.codec import encode_kv_body, encode_kv_padded, split_changes
+
+    rng = random.Random(4)
+    for trial in range(200):
+        ch = [(os.urandom(rng.randrange(0, 9)), None if rng.random() < 0.3 else os.urandom(rng.randrange(0, 30)))
+              for _ in range(rng.randrange(0, 12))]
+        keys, vals, has_none, klens, vlens = split_changes(ch)
+        checks = [0 if v is None else xxhash.xxh3_64_intdigest(v) for v in vals]
+        applied = LogId(3, trial) if trial % 2 else None
+        body = encode_kv_body(list(keys), list(vals), checks, applied)
+        assert encode_kv_padded(keys, vals, klens, vlens, checks, applied, deletes=has_none) == body + bytes(
+            -len(body) & 7)
