@@ -88,7 +88,7 @@ class KeyValueOps:
         """
         if applied is not None and not isinstance(applied, LogId):
             raise TypeError(f"applied must be a LogId or None, got {applied!r}")
-        batch = list(changes)
+        batch = changes if type(changes) is list else list(changes)  # the store splits it before it returns
         with self._wlock:
             self._writable()
             try:

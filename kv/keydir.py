@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
@@ -141,6 +142,24 @@ class KeyDir:
             return v  # type: ignore[no-any-return]
         t = self.table
         return None if t is None else t.lookup(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Loc | None]:
+        """:meth:`get` of each key, in order: one C-level pass over ``over``, then the
+        keys it does not hold looked up in the table together (:meth:`KeyTable.lookup_many`).
+
+        Raises:
+            IndexDamaged / CorruptionError: as :meth:`get`.
+        """
+        over = self.over
+        t = self.table
+        if t is None:
+            return list(map(over.get, keys))
+        olds: list[Any] = list(map(over.get, keys, repeat(_MISS)))
+        miss = [i for i, o in enumerate(olds) if o is _MISS]
+        if miss:
+            for i, loc in zip(miss, t.lookup_many([keys[i] for i in miss])):
+                olds[i] = loc
+        return olds
 
     def value(self, key: bytes) -> bytes | None:
         """The value of ``key`` or ``None``, its xxh3 verified (the body of :meth:`KVStore.get`).

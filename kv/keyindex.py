@@ -312,6 +312,68 @@ class KeyTable:
         seg, koff, klen, vlen, chk, _rec = f
         return (seg, koff + klen, koff + klen + vlen, chk)
 
+    def lookup_many(self, keys: list[bytes]) -> list[tuple[SegmentFile, int, int, int] | None]:
+        """:meth:`lookup` of each key, in order (the writer's previous-value lookups).
+
+        Written flat like :meth:`value`: one ``pread`` of up to four slots per key
+        (or of the whole block, verified, on its first use), and a hit's stored
+        key compared through the record file's map (the writer reads the value
+        from that map next).  O(len(keys)) expected.
+
+        Raises:
+            IndexDamaged: a probed block fails its checksum.
+            CorruptionError: a record's key does not hash to its slot's hash.
+        """
+        pr = self._pread
+        if pr is None:
+            return list(map(self.lookup, keys))
+        mask = self.mask
+        ok = self.ok
+        so = self._so
+        segs = self.segs
+        iter_unpack = _SLOT.iter_unpack
+        out: list[tuple[SegmentFile, int, int, int] | None] = []
+        for key, h in zip(keys, map(_xxh3, keys)):
+            i = h & mask
+            loc = None
+            while True:
+                if i >= self.phys:
+                    raise IndexDamaged(self.path, so + i * SLOT)
+                b = i >> 7
+                if ok[b]:
+                    n = min(((b + 1) << 7) - i, 4)
+                    raw: Any = pr(n * SLOT, so + i * SLOT)
+                    if len(raw) != n * SLOT:
+                        raise IndexDamaged(self.path, so + i * SLOT)
+                else:
+                    raw, end = self._slots(i)  # reads and verifies the whole block once
+                    n = end - i
+                for h0, w1, w2, chk in iter_unpack(raw):
+                    if w1 == 0:
+                        n = 0
+                        break
+                    if h0 != h:
+                        continue
+                    seg = segs.get(w1 & 0xFFFFFFFF)
+                    if seg is None:
+                        raise IndexDamaged(self.path, so + i * SLOT)
+                    koff = w1 >> 32
+                    ke = koff + (w2 & 0xFFFFFFFF)
+                    m: Any = seg.map
+                    stored = (m if m is not None else seg.buffer())[koff:ke]
+                    if stored == key:
+                        loc = (seg, ke, ke + (w2 >> 32), chk)
+                        n = 0
+                        break
+                    if _xxh3(stored) != h:
+                        raise CorruptionError("key/value record key does not match the key index", path=seg.path,
+                                              offset=koff)
+                if n == 0:
+                    break
+                i += n
+            out.append(loc)
+        return out
+
     def value(self, key: bytes) -> bytes | None:
         """The value of ``key``, or ``None``, its xxh3 checked.  O(1) expected: one
         ``pread`` of up to four slots (the probed block's first use reads and verifies

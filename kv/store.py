@@ -44,8 +44,8 @@ from segwal.fs import FileSystem
 from segwal.kv.codec import (
     BODY_HEAD_SIZE,
     REC_TABLE,
-    encode_kv_body,
-    validate_changes,
+    encode_kv_padded,
+    split_changes,
 )
 from segwal.kv.compaction import Compaction, auto_compact, compact_now, stop_compaction
 from segwal.kv.files import (
@@ -72,7 +72,7 @@ from segwal.kv.keydir import (
 from segwal.kv.keyindex import IndexDamaged
 from segwal.kv.opening import recover_store
 from segwal.types import LogId
-from segwal.wal.format import FRAME_HEADER_SIZE, KIND_KV, SEGMENT_HEADER_SIZE, align8, encode_frame
+from segwal.wal.format import FRAME_HEADER_SIZE, KIND_KV, SEGMENT_HEADER_SIZE, encode_frame
 from segwal.wal.prealloc import Preallocator
 from segwal.wal.segment import SegmentFile
 
@@ -367,7 +367,7 @@ class KVStore:
             changes = list(changes)
         if applied is not None and not isinstance(applied, LogId):
             raise TypeError(f"applied must be a LogId or None, got {type(applied).__name__}")
-        keys, vals, has_none = validate_changes(changes)
+        keys, vals, has_none, klens, vlens = split_changes(changes)
         n = len(keys)
         if n == 0 and applied is None:
             return []
@@ -376,10 +376,10 @@ class KVStore:
             kd = self._kd
             assert isinstance(kd, KeyDir)
             try:  # without a key index every key is in the overlay: one C-level pass
-                olds: list[Any] = list(map(kd.over.get if kd.table is None else kd.get, keys))
+                olds: list[Any] = kd.get_many(keys)
             except IndexDamaged as e:
                 kd = self._index_damaged(e, locked=True)
-                olds = list(map(kd.get, keys))
+                olds = kd.get_many(keys)
             simple = not has_none and len(set(keys)) == n
             if not simple:
                 # Deletes or a repeated key: each change sees the one before it.
@@ -389,7 +389,9 @@ class KVStore:
                     if k in pending:
                         olds[i] = pending[k]
                     pending[k] = None if vals[i] is None else (None, i)
-            present = [loc for loc in olds if loc is not None and loc[0] is not None]
+                present = [loc for loc in olds if loc is not None and loc[0] is not None]
+            else:  # no (None, i) marker: every old is a Loc or None
+                present = list(filter(None, olds))
             lost = 0
             if present:
                 pv = read_locs(present)
@@ -399,12 +401,14 @@ class KVStore:
                     it = iter(pv)
                     prevs = [None if loc is None else (vals[loc[1]] if loc[0] is None else next(it)) for loc in olds]
                 if simple:
-                    lost = REC_TABLE * len(pv) + sum(map(len, pv)) + sum(map(len, compress(keys, olds)))
+                    lost = REC_TABLE * len(pv) + sum(map(len, pv)) + sum(compress(klens, olds))
+            elif simple:
+                prevs = olds  # all None
             else:
                 prevs = [None if loc is None else vals[loc[1]] for loc in olds]
-            checks = [0 if v is None else _xxh3(v) for v in vals] if has_none else list(map(_xxh3, vals))  # type: ignore[arg-type]
-            body = encode_kv_body(keys, vals, checks, applied, has_none=has_none)
-            frame_len = FRAME_HEADER_SIZE + align8(len(body))
+            checks = [0 if v is None else _xxh3(v) for v in vals] if has_none else list(map(_xxh3, vals))
+            body = encode_kv_padded(keys, vals, klens, vlens, checks, applied, deletes=has_none)
+            frame_len = FRAME_HEADER_SIZE + len(body)
             seg = self._active
             assert seg is not None
             if seg.end > SEGMENT_HEADER_SIZE and seg.end + frame_len > self._file_size and self._compaction is None:
@@ -427,14 +431,12 @@ class KVStore:
                     raise
             # The frame is written (and durable if sync): publish it.
             data = off + FRAME_HEADER_SIZE + BODY_HEAD_SIZE + REC_TABLE * n
-            klens = list(map(len, keys))
             if simple:
-                vlens = list(map(len, vals))  # type: ignore[arg-type]
                 inter: list[int] = [0] * (2 * n)
                 inter[0::2] = klens
                 inter[1::2] = vlens
                 acc = list(accumulate(inter, initial=data))
-                kd.put_many(zip(keys, zip(repeat(seg), acc[1::2], acc[2::2], checks)), olds.count(None))
+                kd.put_many(zip(keys, zip(repeat(seg), acc[1::2], acc[2::2], checks)), n - len(present))
                 gained = REC_TABLE * n + acc[-1] - data
                 self._live += gained - lost
                 self._dead += lost

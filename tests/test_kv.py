@@ -623,3 +623,38 @@ def test_random_operations_against_a_dict(tmp_path: Path) -> None:
         assert kv.get(k) == model.get(k)
     assert content(kv, [b"k%02d" % i for i in range(30)]) == model
     kv.close()
+
+
+def test_changes_that_are_not_tuples_are_split_without_losing_one_shot_pairs(tmp_path: Path) -> None:
+    """The fast split takes tuples only: a list pair or a one-shot iterator pair among them is
+    read once, by the per-change path, and a malformed change is named, with nothing written."""
+    s = open_kv(tmp_path)
+    assert s.apply([(b"a", b"1"), [b"b", b"2"], iter((b"c", b"3"))]) == [None, None, None]  # type: ignore[list-item]
+    assert [s.get(k) for k in (b"a", b"b", b"c")] == [b"1", b"2", b"3"]
+    with pytest.raises(TypeError, match="change 1: expected a"):
+        s.apply([(b"a", b"x"), (b"b", b"y", b"z")])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="change 0: value must be bytes or None"):
+        s.apply([(b"a", 1), (b"b", b"y")])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="change 1: value must be bytes or None"):  # the pair before is read once
+        s.apply([iter((b"a", b"x")), (b"b", 2)])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="change 1: expected a"):
+        s.apply([(b"a", b"x"), 5])  # type: ignore[list-item]
+    assert [s.get(k) for k in (b"a", b"b", b"c")] == [b"1", b"2", b"3"]
+    s.close()
+
+
+def test_the_padded_write_path_encoding_is_the_body_plus_the_frames_padding() -> None:
+    import xxhash
+
+    from segwal.kv.codec import encode_kv_body, encode_kv_padded, split_changes
+
+    rng = random.Random(4)
+    for trial in range(200):
+        ch = [(os.urandom(rng.randrange(0, 9)), None if rng.random() < 0.3 else os.urandom(rng.randrange(0, 30)))
+              for _ in range(rng.randrange(0, 12))]
+        keys, vals, has_none, klens, vlens = split_changes(ch)
+        checks = [0 if v is None else xxhash.xxh3_64_intdigest(v) for v in vals]
+        applied = LogId(3, trial) if trial % 2 else None
+        body = encode_kv_body(list(keys), list(vals), checks, applied)
+        assert encode_kv_padded(keys, vals, klens, vlens, checks, applied, deletes=has_none) == body + bytes(
+            -len(body) & 7)
