@@ -501,3 +501,35 @@ def test_restore_imports_neither_asyncio_nor_the_object_store_engine() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["[]", "True True SqliteEngine"]
+
+
+# -- review findings (regressions) ------------------------------------------------------
+
+
+def test_snapshot_install_over_stale_entries_never_mixes_them_into_a_restore(tmp_path: Path) -> None:
+    with WalEngine(tmp_path / "leader") as ld:
+        ld.persist_entries(ents(1, 20, 1) + ents(21, 40, 2, "L"))
+        ld.apply([(b"k", b"leader@40")], applied=LogId(2, 40))
+        ld.snapshot(str(tmp_path / "snap"))
+    for interval in (None, 60.0):
+        seam = DictSeam()
+        node = WalEngine(tmp_path / f"node{interval}")
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=60)
+        node.persist_entries(ents(1, 20, 1) + ents(21, 50, 1, "stale"))
+        node.apply([(b"k", b"node@20")], applied=LogId(1, 20))
+        arch.sync_now()  # kv@20 shipped
+        arch._ship.kv_interval = interval
+        node.install_snapshot(str(tmp_path / "snap"))  # the leader's snapshot at (2, 40)
+        node.persist_entries(ents(41, 45, 2, "L"))
+        arch.sync_now()
+        node.close()
+        dest = tmp_path / f"r{interval}"
+        if interval is None:  # no snapshot at or after the boundary: refused, the gap named
+            with pytest.raises(ValueError, match=r"entries 21\.\.40 are a gap"):
+                restore(seam, "p", dest)
+            continue
+        r = restore(seam, "p", dest)
+        assert r.kv_snapshot_index == 40
+        same_as(dest, ents(41, 45, 2, "L"), base=40, kv={b"k": b"leader@40"})
+        r = restore(seam, "p", tmp_path / "at30", to_index=20)  # the committed part is still restorable
+        assert r.last_index == 20
