@@ -11,15 +11,18 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
 from segwal.engine import WalEngine
 from segwal.errors import CorruptionError, StorageIOError
 from segwal.storage.archive import Archiver, read_archived_position, restore
+from segwal.storage.archive import format as archive_format
 from segwal.storage.archive.format import K_DELTA, decode_object, encode_object, log_name, object_hash, parse_log_name
 from segwal.storage.archive.retention import apply_retention
 from segwal.storage.archive.verify import verify_archive
@@ -533,3 +536,64 @@ def test_snapshot_install_over_stale_entries_never_mixes_them_into_a_restore(tmp
         same_as(dest, ents(41, 45, 2, "L"), base=40, kv={b"k": b"leader@40"})
         r = restore(seam, "p", tmp_path / "at30", to_index=20)  # the committed part is still restorable
         assert r.last_index == 20
+
+
+def test_retention_after_a_rollback_keeps_what_todays_history_needs(tmp_path: Path) -> None:
+    seam = DictSeam()
+    with WalEngine(tmp_path / "node") as node:
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=0)
+        node.persist_entries(ents(1, 100, 1))
+        node.apply([(b"k", b"100")], applied=LogId(1, 100))
+        arch.sync_now()
+        node.persist_entries(ents(101, 300, 1))
+        node.apply([(b"k", b"250")], applied=LogId(1, 250))
+        arch.sync_now()
+    restore(seam, "p", tmp_path / "rolled", to_index=150)  # roll back, keep archiving to the same prefix
+    with WalEngine(tmp_path / "rolled") as n2:
+        a2 = Archiver(n2, seam, "p", kv_snapshot_interval=0)
+        a2.sync_now()
+        n2.persist_entries(ents(151, 170, 2, "new"))
+        n2.apply([(b"k", b"160")], applied=LogId(2, 160))
+        a2.sync_now()
+        want = log_of(n2)
+    res = apply_retention(seam, "p", 5, now=time.time() + 60)  # every snapshot is old enough
+    assert res.deleted and not any("/kv/00000000000000000160-" in d for d in res.deleted)
+    r = restore(seam, "p", tmp_path / "after")
+    assert (r.kv_snapshot_index, r.last_index) == (160, 170)
+    same_as(tmp_path / "after", [e for e in want if e.index > 160], base=160, kv={b"k": b"160"})
+
+
+def test_retention_keeps_older_generations_a_window_target_needs(tmp_path: Path) -> None:
+    seam = DictSeam()
+    t0 = time.time()
+    with WalEngine(tmp_path / "node") as node:
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=0)
+        with mock.patch.object(archive_format.time, "time", lambda: t0 - 1000):  # written 1000 s ago
+            node.persist_entries(ents(1, 200, 1))
+            node.apply([(b"k", b"150")], applied=LogId(1, 150))
+            arch.sync_now()
+        node.truncate(151)  # a new leader overwrote 151.. just now: 200 was the latest until now
+        node.persist_entries(ents(151, 160, 2, "b"))
+        arch.sync_now()
+    assert apply_retention(seam, "p", 500, now=t0).deleted == []
+    restore(seam, "p", tmp_path / "at200", to_index=200)
+    same_as(tmp_path / "at200", ents(151, 200, 1), base=150, kv={b"k": b"150"})
+    # once 200 was the latest longer ago than the window, its objects may go; today's latest stays
+    res = apply_retention(seam, "p", 500, now=t0 + 1000)
+    assert res.deleted
+    assert restore(seam, "p", tmp_path / "latest").last_index == 160
+    with pytest.raises(ValueError):
+        restore(seam, "p", tmp_path / "gone", to_index=200)
+
+
+def test_retention_never_removes_the_object_holding_the_latest_entry(tmp_path: Path) -> None:
+    seam = DictSeam()
+    with WalEngine(tmp_path / "node") as node:
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=0)
+        node.persist_entries(ents(1, 30, 1))
+        node.apply([(b"k", b"v")], applied=LogId(1, 30))  # the snapshot holds everything
+        arch.sync_now()
+    apply_retention(seam, "p", 0, now=time.time() + 60)
+    assert read_archived_position(seam, "p") == 30
+    r = restore(seam, "p", tmp_path / "b")
+    assert (r.kv_snapshot_index, r.last_index) == (30, 30)
