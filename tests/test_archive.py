@@ -23,7 +23,16 @@ from segwal.engine import WalEngine
 from segwal.errors import CorruptionError, StorageIOError
 from segwal.storage.archive import Archiver, read_archived_position, restore
 from segwal.storage.archive import format as archive_format
-from segwal.storage.archive.format import K_DELTA, decode_object, encode_object, log_name, object_hash, parse_log_name
+from segwal.storage.archive.format import (
+    K_DELTA,
+    StateRecord,
+    decode_object,
+    encode_object,
+    encode_state,
+    log_name,
+    object_hash,
+    parse_log_name,
+)
 from segwal.storage.archive.retention import apply_retention
 from segwal.storage.archive.verify import verify_archive
 from segwal.storage.objectstore.seam import ObjectExistsError, ObjectInfo, StoredObject
@@ -597,3 +606,37 @@ def test_retention_never_removes_the_object_holding_the_latest_entry(tmp_path: P
     assert read_archived_position(seam, "p") == 30
     r = restore(seam, "p", tmp_path / "b")
     assert (r.kv_snapshot_index, r.last_index) == (30, 30)
+
+
+def test_restore_leases_and_checks_its_state_object(tmp_path: Path) -> None:
+    seam = DictSeam()
+    node = WalEngine(tmp_path / "node")
+    arch = Archiver(node, seam, "p", kv_snapshot_interval=0)
+    node.persist_entries(ents(1, 10, 1))
+    node.save_hard_state(HardState(1, None, 5))
+    arch.sync_now()
+    fired: list[Any] = []
+
+    def race(name: str) -> None:  # the node moves on and a retention pass runs during the restore
+        if "/log/" in name and not fired:
+            fired.append(1)
+            node.save_hard_state(HardState(2, None, 10))
+            for k in range(1, 4):
+                node.persist_entries(ents(10 * k + 1, 10 * k + 10, 2))
+                arch.sync_now()
+            node.apply([(b"k", b"v")], applied=LogId(2, 40))
+            arch.sync_now()
+            fired.append(apply_retention(seam, "p", 0, now=time.time() + 60))
+
+    seam.on_get = race
+    r = restore(seam, "p", tmp_path / "x", to_index=10)
+    assert any("/state/" in s for s in fired[1].spared)
+    assert r.hard_state == HardState(1, None, 5)
+    seam.on_get = None
+    node.close()
+    # a state object whose content does not match the hash in its name is refused, named
+    st = max(n for n in seam.objects if "/state/" in n)
+    seam.objects[st] = encode_state(1, 1, 0, StateRecord(HardState(999, None, 10), None, None, 0))
+    with pytest.raises(CorruptionError, match="hash in its name") as ei:
+        restore(seam, "p", tmp_path / "y")
+    assert st in str(ei.value)

@@ -153,7 +153,12 @@ def _check_dest(dest: str) -> tuple[str, str]:
 
 
 def _lease_objects(cat: Catalog, plan: Plan) -> list[str]:
-    return [cat.full(o) for o in plan.objects()] + ([plan.kv.name] if plan.kv else [])
+    """Every object ``plan`` reads (full names): its log objects, key/value snapshot and state object."""
+    return (
+        [cat.full(o) for o in plan.objects()]
+        + ([plan.kv.name] if plan.kv else [])
+        + ([plan.state] if plan.state is not None else [])
+    )
 
 
 def _lease(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, seconds: float) -> str:
@@ -312,7 +317,20 @@ def _build(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, tmp: str, dest: str)
             got = seam.get(plan.state)
             if got is None:
                 raise CorruptionError("archive object is missing", path=plan.state)
-            rec = decode_state(got.data, plan.state)[1]
+            n, seq, digest = next((n, q, d) for n, q, name, d in cat.states if name == plan.state)
+            if object_hash(got.data) != digest:
+                raise CorruptionError(
+                    "archive object does not match the hash in its name (damaged or replaced)",
+                    path=plan.state,
+                    offset=0,
+                )
+            head, rec = decode_state(got.data, plan.state)
+            if (head.seq, head.first) != (n, seq):
+                raise CorruptionError(
+                    f"state object header says {head.seq} after {head.first}, its name {n} after {seq}",
+                    path=plan.state,
+                    offset=8,
+                )
             nread += 1
             if rec.hard is not None:
                 term, commit = max(term, rec.hard.current_term), rec.hard.commit_index
