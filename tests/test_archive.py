@@ -18,6 +18,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+import xxhash
 
 from segwal.engine import WalEngine
 from segwal.errors import CorruptionError, StorageIOError
@@ -27,6 +28,7 @@ from segwal.storage.archive.format import (
     K_DELTA,
     StateRecord,
     decode_object,
+    encode_delta,
     encode_object,
     encode_state,
     log_name,
@@ -37,6 +39,7 @@ from segwal.storage.archive.retention import apply_retention
 from segwal.storage.archive.verify import verify_archive
 from segwal.storage.objectstore.seam import ObjectExistsError, ObjectInfo, StoredObject
 from segwal.types import Entry, HardState, LogId, VotedFor
+from segwal.wal.format import crc32c
 
 
 class DictSeam:
@@ -640,3 +643,84 @@ def test_restore_leases_and_checks_its_state_object(tmp_path: Path) -> None:
     with pytest.raises(CorruptionError, match="hash in its name") as ei:
         restore(seam, "p", tmp_path / "y")
     assert st in str(ei.value)
+
+
+class InFlightPut(DictSeam):
+    """The second log PUT times out client-side and lands later, after the archiver's re-seed LIST."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+        self.late: tuple[str, bytes] | None = None
+
+    def put(self, name: str, data: bytes, *, create: bool = False, write_id: str | None = None) -> None:
+        if "/log/" in name:
+            self.n += 1
+            if self.n == 2:
+                self.late = (name, bytes(data))
+                raise StorageIOError(110, "timed out", name)
+        super().put(name, data, create=create, write_id=write_id)
+        if self.late is not None and self.n >= 3:
+            super().put(*self.late)
+            self.late = None
+
+
+def _v1(data: bytes, time_ms: int) -> bytes:
+    """``data`` as a version-1 object written at ``time_ms`` (its name hashed the whole object)."""
+    head = bytearray(data[:64])
+    head[4:6] = (1).to_bytes(2, "little")
+    head[40:48] = time_ms.to_bytes(8, "little")
+    head[60:64] = crc32c(bytes(head[:60])).to_bytes(4, "little")
+    return bytes(head) + data[64:]
+
+
+def test_a_retried_upload_never_makes_the_archive_unrestorable(tmp_path: Path) -> None:
+    seam = InFlightPut()
+    with WalEngine(tmp_path / "node") as node:
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=None)
+        node.persist_entries(ents(1, 10, 1))
+        arch.sync_now()
+        node.persist_entries(ents(11, 20, 1))
+        with pytest.raises(StorageIOError):
+            arch.sync_now()
+        time.sleep(0.002)  # the retry is written at another millisecond: its name must not change
+        arch.sync_now()
+        node.persist_entries(ents(21, 30, 1))
+        arch.sync_now()
+    seqs = [n.split("/")[2].split("-")[0] for n in seam.objects if "/log/" in n]
+    assert len(seqs) == len(set(seqs)) == 3
+    assert restore(seam, "p", tmp_path / "r").last_index == 30
+    # version-1 twins (one seq, same entries, names differ by their write time): equal content restores
+    s2 = DictSeam()
+    for seq, a, b, tag, times in ((1, 1, 10, "", (1,)), (2, 11, 20, "", (2, 3)), (3, 21, 30, "", (4,))):
+        for t in times:
+            data = _v1(encode_delta(seq, ents(a, b, 1, tag), 0)[0], t)
+            assert object_hash(data) == xxhash.xxh3_64_intdigest(data)
+            s2.objects["q/" + log_name(seq, a, b - a + 1, False, object_hash(data))] = data
+    assert restore(s2, "q", tmp_path / "twins").last_index == 30
+    assert verify_archive(s2, "q").exit_status == 0
+    # twins with different content: both refuse, naming the object
+    data = _v1(encode_delta(2, ents(11, 20, 1, "x"), 0)[0], 5)
+    s2.objects["q/" + log_name(2, 11, 10, False, object_hash(data))] = data
+    with pytest.raises(CorruptionError, match="appears twice with different content"):
+        restore(s2, "q", tmp_path / "differ")
+    rep = verify_archive(s2, "q")
+    assert rep.exit_status == 2 and any("content differs" in f for f in rep.findings)
+
+
+def test_verify_reports_a_header_that_disagrees_with_its_name(tmp_path: Path) -> None:
+    for what in ("seq", "gap"):
+        seam = DictSeam()
+        d1 = encode_delta(1, ents(1, 10, 1), 0)[0]
+        if what == "seq":  # a delta whose header says seq 7, named as seq 2
+            d2, gap = encode_delta(7, ents(11, 20, 1), 0)[0], False
+        else:  # a delta under a gap's name
+            d2, gap = encode_delta(2, ents(11, 20, 1), 0)[0], True
+        for seq, first, data, g in ((1, 1, d1, False), (2, 11, d2, gap)):
+            seam.objects["p/" + log_name(seq, first, 10, g, object_hash(data))] = data
+        rep = verify_archive(seam, "p")
+        assert rep.exit_status == 2, (what, rep.findings)
+        assert any(f.startswith("p/log/00000000000000000002-") for f in rep.findings)
+        if what == "seq":
+            with pytest.raises(CorruptionError, match="header says seq 7"):
+                restore(seam, "p", tmp_path / what)

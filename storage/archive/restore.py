@@ -36,6 +36,7 @@ from segwal.errors import CorruptionError
 from segwal.fs import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE
 from segwal.storage.archive.catalog import Catalog, Plan, plan_restore, read_catalog, replay, restorable_end
 from segwal.storage.archive.format import (
+    HEADER_SIZE,
     K_KV,
     LogName,
     decode_delta_columns,
@@ -138,6 +139,18 @@ def _read_delta(cat: Catalog, obj: LogName, data: bytes) -> _Columns:
     return terms, plens, checks, blob
 
 
+def _same_twin(cat: Catalog, obj: LogName, data: bytes, twin: LogName, other: bytes) -> None:
+    """Twin log objects (catalog) must hold the same entries: checked, and compared body to body."""
+    _read_delta(cat, twin, other)
+    if memoryview(data)[HEADER_SIZE:] != memoryview(other)[HEADER_SIZE:]:
+        raise CorruptionError(
+            f"log object {obj.seq} appears twice with different content ({cat.full(obj.name)})",
+            path=cat.full(twin.name),
+            offset=HEADER_SIZE,
+            index=obj.first,
+        )
+
+
 def _check_dest(dest: str) -> tuple[str, str]:
     dest = os.path.abspath(os.fspath(dest))
     if os.path.islink(dest):
@@ -156,6 +169,7 @@ def _lease_objects(cat: Catalog, plan: Plan) -> list[str]:
     """Every object ``plan`` reads (full names): its log objects, key/value snapshot and state object."""
     return (
         [cat.full(o) for o in plan.objects()]
+        + [cat.full(t.name) for o in plan.objects() for t in cat.twins.get(o, [])]
         + ([plan.kv.name] if plan.kv else [])
         + ([plan.state] if plan.state is not None else [])
     )
@@ -261,7 +275,10 @@ def _fetch(seam: ObjectStoreSeam, cat: Catalog, plan: Plan) -> Iterator[tuple[Lo
                 futures[k] = None  # type: ignore[call-overload]
                 if k + _AHEAD < len(objs):
                     futures.append(pool.submit(_get, seam, cat, objs[k + _AHEAD]))
-                yield o, _read_delta(cat, o, data), len(data)
+                cols = _read_delta(cat, o, data)
+                for t in cat.twins.get(o.name, []):
+                    _same_twin(cat, o, data, t, _get(seam, cat, t))
+                yield o, cols, len(data)
         finally:
             for fut in futures:
                 if fut is not None:

@@ -52,7 +52,8 @@ def apply_retention(store: Any, prefix: str, retain_seconds: float, *, now: floa
 
     Durability: each delete is acknowledged by the store; an interrupted pass
     leaves a floor and some objects below it, removed by the next pass.
-    Complexity: one LIST, a ranged GET per key/value snapshot header, the deletes.
+    Complexity: one LIST, O(log objects) ranged GETs of log object headers, O(objects) per
+    window target above today's last index, the deletes.
 
     Raises:
         ValueError: ``retain_seconds`` < 0.  StorageIOError: the store failed.
@@ -74,6 +75,7 @@ def apply_retention(store: Any, prefix: str, retain_seconds: float, *, now: floa
         if floor <= 1:
             return RetentionResult([], [], cat.floor)
         doomed = [cat.full(o.name) for o in cat.logs if o.seq < floor]
+        doomed += [cat.full(t.name) for o in cat.logs if o.seq < floor for t in cat.twins.get(o.name, [])]
         # a snapshot below every window target's snapshot is used by none; one written before the
         # floor's predecessor can no longer be checked against the log objects written after it
         doomed += [k.name for k in cat.kvs if k.seq < floor - 1 or k.index < base]
