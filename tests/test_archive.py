@@ -7,6 +7,7 @@ sidecar killed with SIGKILL (tests/test_archive_sidecar.py).
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -724,3 +725,28 @@ def test_verify_reports_a_header_that_disagrees_with_its_name(tmp_path: Path) ->
         if what == "seq":
             with pytest.raises(CorruptionError, match="header says seq 7"):
                 restore(seam, "p", tmp_path / what)
+
+
+def test_an_oversized_listed_object_is_refused_before_it_is_fetched(tmp_path: Path) -> None:
+    seam = DictSeam()
+    with WalEngine(tmp_path / "node") as node:
+        node.persist_entries(ents(1, 10, 1))
+        Archiver(node, seam, "p", kv_snapshot_interval=None).sync_now()
+    big = next(n for n in seam.objects if "/log/" in n)
+    bound = len(seam.objects[big]) + 100
+    seam.objects[big] += b"\0" * 200  # as listed: beyond the bound below
+    fetched: list[str] = []
+    seam.on_get = fetched.append
+    mods = (
+        importlib.import_module("segwal.storage.archive.restore"),
+        importlib.import_module(verify_archive.__module__),
+    )
+    with (
+        mock.patch.object(mods[0], "MAX_OBJECT", bound, create=True),
+        mock.patch.object(mods[1], "MAX_OBJECT", bound, create=True),
+    ):
+        with pytest.raises(CorruptionError, match=f"expected 64 to {bound} bytes") as ei:
+            restore(seam, "p", tmp_path / "r")
+        assert big in str(ei.value)
+        rep = verify_archive(seam, "p")
+    assert big not in fetched and rep.exit_status == 2 and any(big in f for f in rep.findings)

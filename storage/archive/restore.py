@@ -38,6 +38,7 @@ from segwal.storage.archive.catalog import Catalog, Plan, plan_restore, read_cat
 from segwal.storage.archive.format import (
     HEADER_SIZE,
     K_KV,
+    MAX_OBJECT,
     LogName,
     decode_delta_columns,
     decode_object,
@@ -112,8 +113,18 @@ def read_archived_position(store: Any, prefix: str = "") -> int:
     return end
 
 
+def _bounded(cat: Catalog, name: str) -> None:
+    """Refuse, before any GET, a log or state object whose listed size is beyond what an archiver writes."""
+    size = cat.sizes.get(name)
+    if size is not None and not HEADER_SIZE <= size <= MAX_OBJECT:
+        raise CorruptionError(
+            f"archive object of {size} bytes listed: expected {HEADER_SIZE} to {MAX_OBJECT} bytes", path=name
+        )
+
+
 def _get(seam: ObjectStoreSeam, cat: Catalog, obj: LogName) -> bytes:
     name = cat.full(obj.name)
+    _bounded(cat, name)
     got = seam.get(name)
     if got is None:
         raise CorruptionError("archive object is missing (listed, or named by the plan, but not found)", path=name)
@@ -331,6 +342,7 @@ def _build(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, tmp: str, dest: str)
             raise CorruptionError(f"the plan stops at {expect - 1}, not at the target {plan.target}", path=cat.prefix)
         term, commit = prev_term, 0
         if plan.state is not None:
+            _bounded(cat, plan.state)
             got = seam.get(plan.state)
             if got is None:
                 raise CorruptionError("archive object is missing", path=plan.state)

@@ -20,6 +20,7 @@ from segwal.storage.archive.format import (
     K_GAP,
     K_KV,
     K_STATE,
+    MAX_OBJECT,
     decode_delta,
     decode_object,
     object_hash,
@@ -71,8 +72,13 @@ def verify_archive(store: Any, prefix: str = "") -> ArchiveReport:
     checks += [(k.name, k.digest, K_KV, (k.seq, k.index, k.term), None) for k in cat.kvs]
     bodies: dict[str, bytes] = {}
     for name, digest, kind, says, twin_of in checks:
-        got = seam.get(name)
         rep.objects += 1
+        size = cat.sizes.get(name, 0)
+        if kind != K_KV and not HEADER_SIZE <= size <= MAX_OBJECT:  # not fetched: no archiver writes it
+            rep.findings.append(f"{name}: listed at {size} bytes, expected {HEADER_SIZE} to {MAX_OBJECT}")
+            rep.exit_status = 2
+            continue
+        got = seam.get(name)
         if got is None:
             rep.findings.append(f"{name}: missing (listed but not found)")
             rep.exit_status = 2
