@@ -549,6 +549,19 @@ def test_snapshot_install_over_stale_entries_never_mixes_them_into_a_restore(tmp
         same_as(dest, ents(41, 45, 2, "L"), base=40, kv={b"k": b"leader@40"})
         r = restore(seam, "p", tmp_path / "at30", to_index=20)  # the committed part is still restorable
         assert r.last_index == 20
+    # the stale entries not yet archived when the snapshot is installed: a gap, then a snapshot at once
+    seam = DictSeam()
+    with WalEngine(tmp_path / "behind", segment_size=1024) as node:
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=60)
+        node.persist_entries(ents(1, 20, 1))
+        node.apply([(b"k", b"node@20")], applied=LogId(1, 20))
+        arch.sync_now()
+        node.persist_entries(ents(21, 50, 1, "stale"))
+        node.install_snapshot(str(tmp_path / "snap"))
+        node.persist_entries(ents(41, 45, 2, "L"))
+        arch.sync_now()
+    assert restore(seam, "p", tmp_path / "rb").kv_snapshot_index == 40
+    same_as(tmp_path / "rb", ents(41, 45, 2, "L"), base=40, kv={b"k": b"leader@40"})
 
 
 def test_retention_after_a_rollback_keeps_what_todays_history_needs(tmp_path: Path) -> None:

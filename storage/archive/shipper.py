@@ -210,6 +210,7 @@ class Shipper:
             join(self.prefix, rel),
         )
         self.stats.gaps.append((first, last))
+        self.kv_at = None  # a key/value snapshot after the gap makes the later points restorable: ship one now
         self._advance(
             LogName(rel, self.next_seq, first, last - first + 1, True, 0),
             np.full(last - first + 1, _NO_CHECK, dtype=np.uint64),
@@ -310,6 +311,7 @@ class Shipper:
                     self._ship_range(ls.segments, d, ls.hi, d)
             if ls.lo > self.last + 1:
                 self._ship_lost(ls)
+                self._check_boundary(ls)  # entries shipped from held segments may be the stale ones
             if ls.hi > self.last:
                 self._ship_range(ls.segments, self.last + 1, ls.hi, None)
         except _Retry:
@@ -329,7 +331,9 @@ class Shipper:
         if p is None or p == self.purge_checked or (self.state is not None and self.state.purge == p):
             self.purge_checked = p
             return
-        if not 1 <= p.index <= self.last:
+        if p.index > self.last:
+            return  # checked once the entries up to it are archived (from held segments, or a gap)
+        if p.index < 1:
             self.purge_checked = p
             return
         run = next((r for r in self.runs if r.first <= p.index <= r.last), None)
@@ -357,8 +361,7 @@ class Shipper:
                 first,
                 p.index,
             )
-            self._ship_gap(first, p.index)
-            self.kv_at = None  # a key/value snapshot at or after the boundary makes the latest restorable
+            self._ship_gap(first, p.index)  # and a key/value snapshot at once
         self.purge_checked = p
 
     def _ship_range(self, refs: list[SegmentRef], a: int, b: int, overwrite: int | None) -> None:
