@@ -7,24 +7,40 @@ sidecar killed with SIGKILL (tests/test_archive_sidecar.py).
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+import xxhash
 
 from segwal.engine import WalEngine
 from segwal.errors import CorruptionError, StorageIOError
 from segwal.storage.archive import Archiver, read_archived_position, restore
-from segwal.storage.archive.format import K_DELTA, decode_object, encode_object, log_name, object_hash, parse_log_name
+from segwal.storage.archive import format as archive_format
+from segwal.storage.archive.format import (
+    K_DELTA,
+    StateRecord,
+    decode_object,
+    encode_delta,
+    encode_object,
+    encode_state,
+    log_name,
+    object_hash,
+    parse_log_name,
+)
 from segwal.storage.archive.retention import apply_retention
 from segwal.storage.archive.verify import verify_archive
 from segwal.storage.objectstore.seam import ObjectExistsError, ObjectInfo, StoredObject
 from segwal.types import Entry, HardState, LogId, VotedFor
+from segwal.wal.format import crc32c
 
 
 class DictSeam:
@@ -501,3 +517,249 @@ def test_restore_imports_neither_asyncio_nor_the_object_store_engine() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["[]", "True True SqliteEngine"]
+
+
+# -- review findings (regressions) ------------------------------------------------------
+
+
+def test_snapshot_install_over_stale_entries_never_mixes_them_into_a_restore(tmp_path: Path) -> None:
+    with WalEngine(tmp_path / "leader") as ld:
+        ld.persist_entries(ents(1, 20, 1) + ents(21, 40, 2, "L"))
+        ld.apply([(b"k", b"leader@40")], applied=LogId(2, 40))
+        ld.snapshot(str(tmp_path / "snap"))
+    for interval in (None, 60.0):
+        seam = DictSeam()
+        node = WalEngine(tmp_path / f"node{interval}")
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=60)
+        node.persist_entries(ents(1, 20, 1) + ents(21, 50, 1, "stale"))
+        node.apply([(b"k", b"node@20")], applied=LogId(1, 20))
+        arch.sync_now()  # kv@20 shipped
+        arch._ship.kv_interval = interval
+        node.install_snapshot(str(tmp_path / "snap"))  # the leader's snapshot at (2, 40)
+        node.persist_entries(ents(41, 45, 2, "L"))
+        arch.sync_now()
+        node.close()
+        dest = tmp_path / f"r{interval}"
+        if interval is None:  # no snapshot at or after the boundary: refused, the gap named
+            with pytest.raises(ValueError, match=r"entries 21\.\.40 are a gap"):
+                restore(seam, "p", dest)
+            continue
+        r = restore(seam, "p", dest)
+        assert r.kv_snapshot_index == 40
+        same_as(dest, ents(41, 45, 2, "L"), base=40, kv={b"k": b"leader@40"})
+        r = restore(seam, "p", tmp_path / "at30", to_index=20)  # the committed part is still restorable
+        assert r.last_index == 20
+    # the stale entries not yet archived when the snapshot is installed: a gap, then a snapshot at once
+    seam = DictSeam()
+    with WalEngine(tmp_path / "behind", segment_size=1024) as node:
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=60)
+        node.persist_entries(ents(1, 20, 1))
+        node.apply([(b"k", b"node@20")], applied=LogId(1, 20))
+        arch.sync_now()
+        node.persist_entries(ents(21, 50, 1, "stale"))
+        node.install_snapshot(str(tmp_path / "snap"))
+        node.persist_entries(ents(41, 45, 2, "L"))
+        arch.sync_now()
+    assert restore(seam, "p", tmp_path / "rb").kv_snapshot_index == 40
+    same_as(tmp_path / "rb", ents(41, 45, 2, "L"), base=40, kv={b"k": b"leader@40"})
+
+
+def test_retention_after_a_rollback_keeps_what_todays_history_needs(tmp_path: Path) -> None:
+    seam = DictSeam()
+    with WalEngine(tmp_path / "node") as node:
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=0)
+        node.persist_entries(ents(1, 100, 1))
+        node.apply([(b"k", b"100")], applied=LogId(1, 100))
+        arch.sync_now()
+        node.persist_entries(ents(101, 300, 1))
+        node.apply([(b"k", b"250")], applied=LogId(1, 250))
+        arch.sync_now()
+    restore(seam, "p", tmp_path / "rolled", to_index=150)  # roll back, keep archiving to the same prefix
+    with WalEngine(tmp_path / "rolled") as n2:
+        a2 = Archiver(n2, seam, "p", kv_snapshot_interval=0)
+        a2.sync_now()
+        n2.persist_entries(ents(151, 170, 2, "new"))
+        n2.apply([(b"k", b"160")], applied=LogId(2, 160))
+        a2.sync_now()
+        want = log_of(n2)
+    res = apply_retention(seam, "p", 5, now=time.time() + 60)  # every snapshot is old enough
+    assert res.deleted and not any("/kv/00000000000000000160-" in d for d in res.deleted)
+    r = restore(seam, "p", tmp_path / "after")
+    assert (r.kv_snapshot_index, r.last_index) == (160, 170)
+    same_as(tmp_path / "after", [e for e in want if e.index > 160], base=160, kv={b"k": b"160"})
+
+
+def test_retention_keeps_older_generations_a_window_target_needs(tmp_path: Path) -> None:
+    seam = DictSeam()
+    t0 = time.time()
+    with WalEngine(tmp_path / "node") as node:
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=0)
+        with mock.patch.object(archive_format.time, "time", lambda: t0 - 1000):  # written 1000 s ago
+            node.persist_entries(ents(1, 200, 1))
+            node.apply([(b"k", b"150")], applied=LogId(1, 150))
+            arch.sync_now()
+        node.truncate(151)  # a new leader overwrote 151.. just now: 200 was the latest until now
+        node.persist_entries(ents(151, 160, 2, "b"))
+        arch.sync_now()
+    assert apply_retention(seam, "p", 500, now=t0).deleted == []
+    restore(seam, "p", tmp_path / "at200", to_index=200)
+    same_as(tmp_path / "at200", ents(151, 200, 1), base=150, kv={b"k": b"150"})
+    # once 200 was the latest longer ago than the window, its objects may go; today's latest stays
+    res = apply_retention(seam, "p", 500, now=t0 + 1000)
+    assert res.deleted
+    assert restore(seam, "p", tmp_path / "latest").last_index == 160
+    with pytest.raises(ValueError):
+        restore(seam, "p", tmp_path / "gone", to_index=200)
+
+
+def test_retention_never_removes_the_object_holding_the_latest_entry(tmp_path: Path) -> None:
+    seam = DictSeam()
+    with WalEngine(tmp_path / "node") as node:
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=0)
+        node.persist_entries(ents(1, 30, 1))
+        node.apply([(b"k", b"v")], applied=LogId(1, 30))  # the snapshot holds everything
+        arch.sync_now()
+    apply_retention(seam, "p", 0, now=time.time() + 60)
+    assert read_archived_position(seam, "p") == 30
+    r = restore(seam, "p", tmp_path / "b")
+    assert (r.kv_snapshot_index, r.last_index) == (30, 30)
+
+
+def test_restore_leases_and_checks_its_state_object(tmp_path: Path) -> None:
+    seam = DictSeam()
+    node = WalEngine(tmp_path / "node")
+    arch = Archiver(node, seam, "p", kv_snapshot_interval=0)
+    node.persist_entries(ents(1, 10, 1))
+    node.save_hard_state(HardState(1, None, 5))
+    arch.sync_now()
+    fired: list[Any] = []
+
+    def race(name: str) -> None:  # the node moves on and a retention pass runs during the restore
+        if "/log/" in name and not fired:
+            fired.append(1)
+            node.save_hard_state(HardState(2, None, 10))
+            for k in range(1, 4):
+                node.persist_entries(ents(10 * k + 1, 10 * k + 10, 2))
+                arch.sync_now()
+            node.apply([(b"k", b"v")], applied=LogId(2, 40))
+            arch.sync_now()
+            fired.append(apply_retention(seam, "p", 0, now=time.time() + 60))
+
+    seam.on_get = race
+    r = restore(seam, "p", tmp_path / "x", to_index=10)
+    assert any("/state/" in s for s in fired[1].spared)
+    assert r.hard_state == HardState(1, None, 5)
+    seam.on_get = None
+    node.close()
+    # a state object whose content does not match the hash in its name is refused, named
+    st = max(n for n in seam.objects if "/state/" in n)
+    seam.objects[st] = encode_state(1, 1, 0, StateRecord(HardState(999, None, 10), None, None, 0))
+    with pytest.raises(CorruptionError, match="hash in its name") as ei:
+        restore(seam, "p", tmp_path / "y")
+    assert st in str(ei.value)
+
+
+class InFlightPut(DictSeam):
+    """The second log PUT times out client-side and lands later, after the archiver's re-seed LIST."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+        self.late: tuple[str, bytes] | None = None
+
+    def put(self, name: str, data: bytes, *, create: bool = False, write_id: str | None = None) -> None:
+        if "/log/" in name:
+            self.n += 1
+            if self.n == 2:
+                self.late = (name, bytes(data))
+                raise StorageIOError(110, "timed out", name)
+        super().put(name, data, create=create, write_id=write_id)
+        if self.late is not None and self.n >= 3:
+            super().put(*self.late)
+            self.late = None
+
+
+def _v1(data: bytes, time_ms: int) -> bytes:
+    """``data`` as a version-1 object written at ``time_ms`` (its name hashed the whole object)."""
+    head = bytearray(data[:64])
+    head[4:6] = (1).to_bytes(2, "little")
+    head[40:48] = time_ms.to_bytes(8, "little")
+    head[60:64] = crc32c(bytes(head[:60])).to_bytes(4, "little")
+    return bytes(head) + data[64:]
+
+
+def test_a_retried_upload_never_makes_the_archive_unrestorable(tmp_path: Path) -> None:
+    seam = InFlightPut()
+    with WalEngine(tmp_path / "node") as node:
+        arch = Archiver(node, seam, "p", kv_snapshot_interval=None)
+        node.persist_entries(ents(1, 10, 1))
+        arch.sync_now()
+        node.persist_entries(ents(11, 20, 1))
+        with pytest.raises(StorageIOError):
+            arch.sync_now()
+        time.sleep(0.002)  # the retry is written at another millisecond: its name must not change
+        arch.sync_now()
+        node.persist_entries(ents(21, 30, 1))
+        arch.sync_now()
+    seqs = [n.split("/")[2].split("-")[0] for n in seam.objects if "/log/" in n]
+    assert len(seqs) == len(set(seqs)) == 3
+    assert restore(seam, "p", tmp_path / "r").last_index == 30
+    # version-1 twins (one seq, same entries, names differ by their write time): equal content restores
+    s2 = DictSeam()
+    for seq, a, b, tag, times in ((1, 1, 10, "", (1,)), (2, 11, 20, "", (2, 3)), (3, 21, 30, "", (4,))):
+        for t in times:
+            data = _v1(encode_delta(seq, ents(a, b, 1, tag), 0)[0], t)
+            assert object_hash(data) == xxhash.xxh3_64_intdigest(data)
+            s2.objects["q/" + log_name(seq, a, b - a + 1, False, object_hash(data))] = data
+    assert restore(s2, "q", tmp_path / "twins").last_index == 30
+    assert verify_archive(s2, "q").exit_status == 0
+    # twins with different content: both refuse, naming the object
+    data = _v1(encode_delta(2, ents(11, 20, 1, "x"), 0)[0], 5)
+    s2.objects["q/" + log_name(2, 11, 10, False, object_hash(data))] = data
+    with pytest.raises(CorruptionError, match="appears twice with different content"):
+        restore(s2, "q", tmp_path / "differ")
+    rep = verify_archive(s2, "q")
+    assert rep.exit_status == 2 and any("content differs" in f for f in rep.findings)
+
+
+def test_verify_reports_a_header_that_disagrees_with_its_name(tmp_path: Path) -> None:
+    for what in ("seq", "gap"):
+        seam = DictSeam()
+        d1 = encode_delta(1, ents(1, 10, 1), 0)[0]
+        if what == "seq":  # a delta whose header says seq 7, named as seq 2
+            d2, gap = encode_delta(7, ents(11, 20, 1), 0)[0], False
+        else:  # a delta under a gap's name
+            d2, gap = encode_delta(2, ents(11, 20, 1), 0)[0], True
+        for seq, first, data, g in ((1, 1, d1, False), (2, 11, d2, gap)):
+            seam.objects["p/" + log_name(seq, first, 10, g, object_hash(data))] = data
+        rep = verify_archive(seam, "p")
+        assert rep.exit_status == 2, (what, rep.findings)
+        assert any(f.startswith("p/log/00000000000000000002-") for f in rep.findings)
+        if what == "seq":
+            with pytest.raises(CorruptionError, match="header says seq 7"):
+                restore(seam, "p", tmp_path / what)
+
+
+def test_an_oversized_listed_object_is_refused_before_it_is_fetched(tmp_path: Path) -> None:
+    seam = DictSeam()
+    with WalEngine(tmp_path / "node") as node:
+        node.persist_entries(ents(1, 10, 1))
+        Archiver(node, seam, "p", kv_snapshot_interval=None).sync_now()
+    big = next(n for n in seam.objects if "/log/" in n)
+    bound = len(seam.objects[big]) + 100
+    seam.objects[big] += b"\0" * 200  # as listed: beyond the bound below
+    fetched: list[str] = []
+    seam.on_get = fetched.append
+    mods = (
+        importlib.import_module("segwal.storage.archive.restore"),
+        importlib.import_module(verify_archive.__module__),
+    )
+    with (
+        mock.patch.object(mods[0], "MAX_OBJECT", bound, create=True),
+        mock.patch.object(mods[1], "MAX_OBJECT", bound, create=True),
+    ):
+        with pytest.raises(CorruptionError, match=f"expected 64 to {bound} bytes") as ei:
+            restore(seam, "p", tmp_path / "r")
+        assert big in str(ei.value)
+        rep = verify_archive(seam, "p")
+    assert big not in fetched and rep.exit_status == 2 and any(big in f for f in rep.findings)

@@ -6,7 +6,10 @@ segment (docs/format.md section 2.5), gives the archived log: a delta starting
 at ``f`` replaces everything from ``f`` on, an empty delta cuts at ``f``, a gap
 says entries were lost.  A missing or doubled sequence number, or an object
 that cannot follow the ones before it, is damage (``CorruptionError`` naming
-the object); restore never crosses it.
+the object); restore never crosses it.  Two objects with one sequence number that
+name the same entries and kind (a retried upload of a version-1 object) are *twins*:
+the one with the lowest name is replayed, and whoever reads it compares the others'
+content with it (equal: harmless; different: damage, named).
 """
 
 from __future__ import annotations
@@ -70,6 +73,9 @@ class Catalog:
     floors: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
+    # log objects with the same sequence number, entries and kind as the one in ``logs`` (a
+    # retried upload of version 1, whose name hashed its write time): equal content or damage
+    twins: dict[str, list[LogName]] = field(default_factory=dict)
 
     def full(self, rel: str) -> str:
         """The full key of a name relative to the prefix."""
@@ -116,7 +122,18 @@ def read_catalog(seam: ObjectStoreSeam, prefix: str) -> Catalog:
             cat.passes.append(info.name)
         else:
             cat.unknown.append(info.name)
-    cat.logs.sort(key=lambda n: n.seq)
+    cat.logs.sort(key=lambda n: (n.seq, n.name))
+    kept: list[LogName] = []
+    for o in cat.logs:  # the lowest name of a seq stands for its twins (their content is compared on read)
+        if (
+            kept
+            and kept[-1].seq == o.seq
+            and (kept[-1].first, kept[-1].count, kept[-1].gap) == (o.first, o.count, o.gap)
+        ):
+            cat.twins.setdefault(kept[-1].name, []).append(o)
+        else:
+            kept.append(o)
+    cat.logs = kept
     cat.states.sort()
     cat.kvs.sort(key=lambda k: (k.index, k.seq))
     return cat

@@ -3,7 +3,7 @@
 Every archive object is a 64-byte header and a body (little-endian)::
 
      0  magic      4s  b"SWAR"
-     4  version    u16 ARCHIVE_VERSION (1); larger: FormatVersionError
+     4  version    u16 ARCHIVE_VERSION (2); larger: FormatVersionError
      6  kind       u16 1 delta, 2 gap, 3 state, 4 kv snapshot, 5 seal record, 6 floor
      8  seq        u64 delta/gap/floor: the log sequence number; state: its own counter;
                        kv snapshot and seal: the log sequence number it follows
@@ -18,7 +18,10 @@ Every archive object is a 64-byte header and a body (little-endian)::
 A delta's body is ``count`` slots of 24 bytes (``term u64, plen u32, zero u32,
 check u64`` with ``check = xxh3_64(payload, seed=index) ^ term``), then the
 payloads back to back.  Names (under the prefix) carry what a LIST needs to
-plan a restore and the xxh3_64 of the whole object::
+plan a restore and the object's xxh3_64: version 2 hashes the object without
+``time_ms`` and ``head_crc`` (bytes 0..39, 48..59, 64..end, streamed), so a
+retried upload of the same content has the same name whenever it is written;
+version 1 hashed the whole object (still read)::
 
     log/<seq:020d>-<first:020d>-<count:020d>-<d|g>-<xxh3:016x>   delta or gap
     state/<n:020d>-<seq:020d>-<xxh3:016x>                        hard state and manifest summary
@@ -80,7 +83,7 @@ __all__ = [
     "state_name",
 ]
 
-ARCHIVE_VERSION: Final = 1
+ARCHIVE_VERSION: Final = 2
 HEADER_SIZE: Final = 64
 K_DELTA, K_GAP, K_STATE, K_KV, K_SEAL, K_FLOOR = 1, 2, 3, 4, 5, 6
 _MAGIC: Final = b"SWAR"
@@ -143,8 +146,17 @@ def join(prefix: str, name: str) -> str:
 
 
 def object_hash(data: bytes | memoryview) -> int:
-    """The xxh3_64 the name of an object carries.  O(len)."""
-    return xxhash.xxh3_64_intdigest(data)
+    """The xxh3_64 the name of an object carries: by the header's version, of the object
+    without its ``time_ms`` and ``head_crc`` fields (2), or of the whole object (1, and
+    anything too short or of another version: it then fails its header check).  O(len)."""
+    mv = memoryview(data)
+    if len(mv) < HEADER_SIZE or bytes(mv[:4]) != _MAGIC or int.from_bytes(mv[4:6], "little") < 2:
+        return xxhash.xxh3_64_intdigest(mv)
+    h = xxhash.xxh3_64()
+    h.update(mv[:40])
+    h.update(mv[48:60])
+    h.update(mv[HEADER_SIZE:])
+    return h.intdigest()
 
 
 def check_name_hash(name: str, digest: int, data: bytes) -> None:

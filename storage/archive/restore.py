@@ -36,7 +36,9 @@ from segwal.errors import CorruptionError
 from segwal.fs import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE
 from segwal.storage.archive.catalog import Catalog, Plan, plan_restore, read_catalog, replay, restorable_end
 from segwal.storage.archive.format import (
+    HEADER_SIZE,
     K_KV,
+    MAX_OBJECT,
     LogName,
     decode_delta_columns,
     decode_object,
@@ -111,8 +113,18 @@ def read_archived_position(store: Any, prefix: str = "") -> int:
     return end
 
 
+def _bounded(cat: Catalog, name: str) -> None:
+    """Refuse, before any GET, a log or state object whose listed size is beyond what an archiver writes."""
+    size = cat.sizes.get(name)
+    if size is not None and not HEADER_SIZE <= size <= MAX_OBJECT:
+        raise CorruptionError(
+            f"archive object of {size} bytes listed: expected {HEADER_SIZE} to {MAX_OBJECT} bytes", path=name
+        )
+
+
 def _get(seam: ObjectStoreSeam, cat: Catalog, obj: LogName) -> bytes:
     name = cat.full(obj.name)
+    _bounded(cat, name)
     got = seam.get(name)
     if got is None:
         raise CorruptionError("archive object is missing (listed, or named by the plan, but not found)", path=name)
@@ -138,6 +150,18 @@ def _read_delta(cat: Catalog, obj: LogName, data: bytes) -> _Columns:
     return terms, plens, checks, blob
 
 
+def _same_twin(cat: Catalog, obj: LogName, data: bytes, twin: LogName, other: bytes) -> None:
+    """Twin log objects (catalog) must hold the same entries: checked, and compared body to body."""
+    _read_delta(cat, twin, other)
+    if memoryview(data)[HEADER_SIZE:] != memoryview(other)[HEADER_SIZE:]:
+        raise CorruptionError(
+            f"log object {obj.seq} appears twice with different content ({cat.full(obj.name)})",
+            path=cat.full(twin.name),
+            offset=HEADER_SIZE,
+            index=obj.first,
+        )
+
+
 def _check_dest(dest: str) -> tuple[str, str]:
     dest = os.path.abspath(os.fspath(dest))
     if os.path.islink(dest):
@@ -153,7 +177,13 @@ def _check_dest(dest: str) -> tuple[str, str]:
 
 
 def _lease_objects(cat: Catalog, plan: Plan) -> list[str]:
-    return [cat.full(o) for o in plan.objects()] + ([plan.kv.name] if plan.kv else [])
+    """Every object ``plan`` reads (full names): its log objects, key/value snapshot and state object."""
+    return (
+        [cat.full(o) for o in plan.objects()]
+        + [cat.full(t.name) for o in plan.objects() for t in cat.twins.get(o, [])]
+        + ([plan.kv.name] if plan.kv else [])
+        + ([plan.state] if plan.state is not None else [])
+    )
 
 
 def _lease(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, seconds: float) -> str:
@@ -256,7 +286,10 @@ def _fetch(seam: ObjectStoreSeam, cat: Catalog, plan: Plan) -> Iterator[tuple[Lo
                 futures[k] = None  # type: ignore[call-overload]
                 if k + _AHEAD < len(objs):
                     futures.append(pool.submit(_get, seam, cat, objs[k + _AHEAD]))
-                yield o, _read_delta(cat, o, data), len(data)
+                cols = _read_delta(cat, o, data)
+                for t in cat.twins.get(o.name, []):
+                    _same_twin(cat, o, data, t, _get(seam, cat, t))
+                yield o, cols, len(data)
         finally:
             for fut in futures:
                 if fut is not None:
@@ -309,10 +342,24 @@ def _build(seam: ObjectStoreSeam, cat: Catalog, plan: Plan, tmp: str, dest: str)
             raise CorruptionError(f"the plan stops at {expect - 1}, not at the target {plan.target}", path=cat.prefix)
         term, commit = prev_term, 0
         if plan.state is not None:
+            _bounded(cat, plan.state)
             got = seam.get(plan.state)
             if got is None:
                 raise CorruptionError("archive object is missing", path=plan.state)
-            rec = decode_state(got.data, plan.state)[1]
+            n, seq, digest = next((n, q, d) for n, q, name, d in cat.states if name == plan.state)
+            if object_hash(got.data) != digest:
+                raise CorruptionError(
+                    "archive object does not match the hash in its name (damaged or replaced)",
+                    path=plan.state,
+                    offset=0,
+                )
+            head, rec = decode_state(got.data, plan.state)
+            if (head.seq, head.first) != (n, seq):
+                raise CorruptionError(
+                    f"state object header says {head.seq} after {head.first}, its name {n} after {seq}",
+                    path=plan.state,
+                    offset=8,
+                )
             nread += 1
             if rec.hard is not None:
                 term, commit = max(term, rec.hard.current_term), rec.hard.commit_index

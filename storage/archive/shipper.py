@@ -113,6 +113,7 @@ class Shipper:
         self.node_hi = 0
         self.pending_since: float | None = None
         self.report_time = 0.0
+        self.purge_checked: LogId | None = None  # the purge boundary checked against the archive
 
     # -------------------------------------------------------------- position
 
@@ -159,6 +160,7 @@ class Shipper:
             self.kv_at = LogId(k.term, k.index)
             self.kv_time = time.monotonic()
         self.sealed = set()
+        self.purge_checked = None
         self.seeded = True
 
     # ---------------------------------------------------------------- uploads
@@ -208,6 +210,7 @@ class Shipper:
             join(self.prefix, rel),
         )
         self.stats.gaps.append((first, last))
+        self.kv_at = None  # a key/value snapshot after the gap makes the later points restorable: ship one now
         self._advance(
             LogName(rel, self.next_seq, first, last - first + 1, True, 0),
             np.full(last - first + 1, _NO_CHECK, dtype=np.uint64),
@@ -299,6 +302,7 @@ class Shipper:
             self.fp = self.fp[ls.lo - self.fp_base :]
             self.fp_base = ls.lo
         try:
+            self._check_boundary(ls)
             d = self._divergence(ls)
             if d is not None:
                 if d > ls.hi:
@@ -307,6 +311,7 @@ class Shipper:
                     self._ship_range(ls.segments, d, ls.hi, d)
             if ls.lo > self.last + 1:
                 self._ship_lost(ls)
+                self._check_boundary(ls)  # entries shipped from held segments may be the stale ones
             if ls.hi > self.last:
                 self._ship_range(ls.segments, self.last + 1, ls.hi, None)
         except _Retry:
@@ -314,6 +319,50 @@ class Shipper:
         self._seal(ls)
         self._ship_state(ls)
         self._ship_kv()
+
+    def _check_boundary(self, ls: LogState) -> None:
+        """A purge boundary ``(t, i)`` whose archived entry ``i`` has another term than ``t``
+        (a follower installed a leader's snapshot over stale entries it held): the archived
+        entries from the node's last known commit point up to ``i`` are not the log the
+        cluster kept.  Record them as a gap (a new generation: replay cuts there, so no
+        restore combines them with what follows) and ship a key/value snapshot at once.
+        One ranged GET per new boundary."""
+        p = ls.purge
+        if p is None or p == self.purge_checked or (self.state is not None and self.state.purge == p):
+            self.purge_checked = p
+            return
+        if p.index > self.last:
+            return  # checked once the entries up to it are archived (from held segments, or a gap)
+        if p.index < 1:
+            self.purge_checked = p
+            return
+        run = next((r for r in self.runs if r.first <= p.index <= r.last), None)
+        if run is None or run.obj.gap:
+            self.purge_checked = p
+            return
+        name = join(self.prefix, run.obj.name)
+        off = HEADER_SIZE + 24 * (p.index - run.obj.first)
+        raw = self.seam.get_range(name, off, off + 8)
+        if raw is None or len(raw) < 8:
+            raise CorruptionError("archived delta is missing or short", path=name, offset=off, index=p.index)
+        term = int.from_bytes(raw, "little")
+        if term != p.term:
+            st = self.state
+            safe = 0  # entries at or below a commit point the node reported match every node's log
+            if st is not None:
+                safe = max(st.hard.commit_index if st.hard else 0, st.last_applied.index if st.last_applied else 0)
+            first = max(1, min(safe + 1, p.index))
+            log.warning(
+                "archive: the node's purge boundary %s does not match the archived term %d at index %d "
+                "(a snapshot install over stale entries): entries %d..%d recorded as a gap",
+                p,
+                term,
+                p.index,
+                first,
+                p.index,
+            )
+            self._ship_gap(first, p.index)  # and a key/value snapshot at once
+        self.purge_checked = p
 
     def _ship_range(self, refs: list[SegmentRef], a: int, b: int, overwrite: int | None) -> None:
         """Ship entries ``a..b`` from the segments ``refs`` (the first delta starts at
