@@ -71,12 +71,12 @@ import logging
 import os
 import re
 import struct
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from segwal.errors import CorruptionError, FormatVersionError, StorageIOError
 from segwal.fs import FileSystem
+from segwal.storage.objectstore.io import retry_io
 from segwal.storage.objectstore.seam import ObjectStoreSeam
 from segwal.types import StorageEngine
 from segwal.wal.format import crc32c
@@ -198,16 +198,7 @@ class DumpStore:
         return f"DumpStore({self.seam!r}, {self.folder!r})"
 
     def _retry(self, call: Callable[[], T]) -> T:
-        delay = self.retry_delay
-        for attempt in range(self.retries + 1):
-            try:
-                return call()
-            except StorageIOError:
-                if attempt == self.retries:
-                    raise
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        return retry_io(call, self.retries, self.retry_delay)
 
     def dumps(self) -> list[DumpRef]:
         """Every dump object, by name (objects of other names in the folder are ignored).  One LIST."""

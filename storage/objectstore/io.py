@@ -31,7 +31,7 @@ from segwal.storage.objectstore.layout import (
 from segwal.storage.objectstore.seam import ObjectExistsError, ObjectInfo, ObjectStoreSeam, StoredObject
 from segwal.types import Entry
 
-__all__ = ["Store", "EntryCache", "write_id_of"]
+__all__ = ["Store", "EntryCache", "retry_io", "write_id_of"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -50,6 +50,22 @@ def write_id_of(obj: StoredObject, name: str) -> str | None:
         except CorruptionError:
             return None
     return None
+
+
+def retry_io(call: Callable[[], T], retries: int, delay: float) -> T:
+    """``call()``, retried on StorageIOError up to ``retries`` times, the pause
+    doubling from ``delay`` seconds; the last error is raised.  Idempotent calls
+    only.  Durability: whatever ``call`` gives.  O(retries) calls at most.
+    """
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except StorageIOError:
+            if attempt == retries:
+                raise
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
 
 
 class Store:
@@ -76,17 +92,8 @@ class Store:
     # -- retries ------------------------------------------------------------
 
     def retry(self, call: Callable[[], T]) -> T:
-        """``call()``, retried on StorageIOError up to ``retries`` times.  Idempotent calls only."""
-        delay = self.retry_delay
-        for attempt in range(self.retries + 1):
-            try:
-                return call()
-            except StorageIOError:
-                if attempt == self.retries:
-                    raise
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        """``call()``, retried on StorageIOError up to ``retries`` times (:func:`retry_io`).  Idempotent calls only."""
+        return retry_io(call, self.retries, self.retry_delay)
 
     def create(self, name: str, data: bytes, wid: str) -> StoredObject | None:
         """Create ``name`` if absent; ``None`` when the object is ours (also after a lost reply).
