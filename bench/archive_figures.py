@@ -93,6 +93,20 @@ def start_litestream(env: Env, path: str) -> tuple[Any, Litestream]:
 # ---------------------------------------------------------------- figure 2: lag
 
 
+def _lag_result(commits: list[Commit], poller: Any, caught_up: bool) -> dict[str, Any]:
+    """The lag figures every lag run reports: per-commit lags against what ``poller`` saw."""
+    xs, missing = lags(commits, poller.seen)
+    return {
+        "lag": summary(xs).to_json(),
+        "percentiles": percentiles(xs),
+        "missing": missing,
+        "caught_up": caught_up,
+        "polls": poller.polls,
+        "poll_errors": poller.errors[:5],
+        "load_s": commits[-1].at - commits[0].at,
+    }
+
+
 def _lag_segwal(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
     """The in-process ``Archiver`` (a thread of the writing process)."""
     from segwal.engine import WalEngine
@@ -112,16 +126,9 @@ def _lag_segwal(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
             poller.stop()
         st = status(arch)
     shutil.rmtree(d, ignore_errors=True)
-    xs, missing = lags(commits, poller.seen)
     payload = sum(len(b) for b in batches) * a.payload
     return {
-        "lag": summary(xs).to_json(),
-        "percentiles": percentiles(xs),
-        "missing": missing,
-        "caught_up": caught_up,
-        "polls": poller.polls,
-        "poll_errors": poller.errors[:5],
-        "load_s": commits[-1].at - commits[0].at,
+        **_lag_result(commits, poller, caught_up),
         **st,
         "uploaded_per_written": st["bytes_uploaded"] / max(1.0, st["bytes_written_by_node"]),
         "uploaded_per_payload": st["bytes_uploaded"] / payload,
@@ -173,15 +180,8 @@ def _lag_sidecar(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
                 proc.kill()
                 proc.wait(timeout=10)
     shutil.rmtree(d, ignore_errors=True)
-    xs, missing = lags(commits, poller.seen)
     return {
-        "lag": summary(xs).to_json(),
-        "percentiles": percentiles(xs),
-        "missing": missing,
-        "caught_up": caught_up,
-        "polls": poller.polls,
-        "poll_errors": poller.errors[:5],
-        "load_s": commits[-1].at - commits[0].at,
+        **_lag_result(commits, poller, caught_up),
         "exit_status": proc.returncode,
         "status_line": _tail(log_path, 300).strip().splitlines()[-1:],
     }
@@ -219,16 +219,9 @@ def _lag_litestream(env: Env, batches: list[list[Any]]) -> dict[str, Any]:
         poller.stop()
         ls.stop()
         eng.close()
-    xs, missing = lags(commits, poller.seen)
     payload = sum(len(b) for b in batches) * a.payload
     return {
-        "lag": summary(xs).to_json(),
-        "percentiles": percentiles(xs),
-        "missing": missing,
-        "caught_up": caught_up,
-        "polls": poller.polls,
-        "poll_errors": poller.errors[:5],
-        "load_s": commits[-1].at - commits[0].at,
+        **_lag_result(commits, poller, caught_up),
         "l0_uploaded_per_payload": poller.bytes_listed / payload,
     }
 
